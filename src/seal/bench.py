@@ -1,0 +1,155 @@
+"""Benchmarks of the loop on the embedded model: speed, memory, disk, knowledge gained, and the gate's rates.
+
+Each benchmark writes JSON and a markdown table into its output folder; the README quotes those files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import statistics
+import string
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from seal import model as lm_ops
+from seal.learn import LearnOptions, learn
+from seal.prompts import answer_messages
+from seal.store import Store
+
+Report = Callable[[str], None]
+
+
+def packaged(name: str) -> object:
+    return json.loads(resources.files("seal").joinpath(f"data/{name}").read_text(encoding="utf-8"))
+
+
+def normalize(text: str) -> str:
+    text = text.lower().replace(",", "")
+    text = "".join(ch for ch in text if ch not in set(string.punctuation) - {"."})
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.rstrip(".").split())
+
+
+def contains(prediction: str, gold: str) -> bool:
+    """Containment grading: a small model answers in full sentences, so exact match says almost nothing."""
+    return normalize(gold) in normalize(prediction)
+
+
+def closed_book(store: Store, model: str, questions: list[str]) -> list[str]:
+    version = store.current()
+    lm = lm_ops.load(model, store.adapter_path(version) if version else None)
+    prompts = [lm.chat_prompt(answer_messages(q)) for q in questions]
+    return lm_ops.generate(lm, prompts, max_new_tokens=48)
+
+
+def _write_doc(folder: Path, item: dict) -> Path:
+    path = folder / (re.sub(r"\W+", "-", item["title"].lower()).strip("-") + ".md")
+    path.write_text(f"# {item['title']}\n\n{item.get('context') or item['text']}\n", encoding="utf-8")
+    return path
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class Condition:
+    name: str
+    samples: int  # 0: the passage alone
+
+
+def bench_learn(out: Path, documents: int, model: str, say: Report, strategy: str = "implications",
+                samples: int = 3) -> dict:
+    """Closed-book accuracy on invented facts: before, after the passage alone, after `seal learn` with self-edits."""
+    out.mkdir(parents=True, exist_ok=True)
+    items = packaged("invented_facts.json")[:documents]
+    conditions = [Condition("passage", 0), Condition(strategy, samples)]
+    rows, timings, disk, reference = [], [], [], None
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, item in enumerate(items):
+            questions = [q["question"] for q in item["questions"]]
+            golds = [q["answer"] for q in item["questions"]]
+            doc = _write_doc(Path(scratch), item)
+            row = {"title": item["title"], "questions": len(questions)}
+            base_store = Store(Path(scratch) / f"base-{index}")
+            predictions = closed_book(base_store, model, questions)
+            row["base"] = sum(contains(p, g) for p, g in zip(predictions, golds))
+            for condition in conditions:
+                store = Store(Path(scratch) / f"{condition.name}-{index}")
+                if reference is not None:  # the base model's battery answers: computed once, not per store
+                    store.set_state("reference", reference)
+                options = LearnOptions(model=model)
+                options.generation.strategy, options.generation.samples = strategy, condition.samples
+                result = learn(store, [str(doc)], options)
+                reference = store.get_state("reference")
+                predictions = closed_book(store, model, questions)
+                correct = sum(contains(p, g) for p, g in zip(predictions, golds))
+                row[condition.name] = correct
+                row[f"{condition.name}_committed"] = result.committed
+                row[f"{condition.name}_answers"] = predictions
+                if condition.samples:
+                    timings.append({**result.timings, "total": round(sum(result.timings.values()), 2)})
+                    if result.committed:
+                        disk.append(_dir_size(store.adapter_path(store.current())))
+            say(f"{item['title']}: base {row['base']}, " + ", ".join(
+                f"{c.name} {row[c.name]}{'' if row[c.name + '_committed'] else ' (refused)'}" for c in conditions)
+                + f" / {len(questions)}")
+            rows.append(row)
+    total_q = sum(r["questions"] for r in rows)
+    accuracy = {name: round(sum(r[name] for r in rows) / total_q, 4) for name in ["base"] + [c.name for c in conditions]}
+    stages = {key: round(statistics.median(t[key] for t in timings), 2) for key in timings[0]} if timings else {}
+    summary = {
+        "documents": len(rows), "questions": total_q, "accuracy": accuracy,
+        "self_edits_beat_passage": accuracy[strategy] > accuracy["passage"],
+        "median_seconds_by_stage": stages,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "adapter_mb": round(statistics.median(disk) / 1e6, 2) if disk else None,
+        "rows": rows,
+    }
+    (out / "learn.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    table = ["| condition | closed-book accuracy |", "|---|---|"]
+    table += [f"| {name} | {value:.1%} ({round(value * total_q)}/{total_q}) |" for name, value in accuracy.items()]
+    table += ["", "| stage | median seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in stages.items()]
+    table += ["", f"Peak RSS: {summary['peak_rss_gib']} GiB. Adapter per version: {summary['adapter_mb']} MB."]
+    (out / "learn.md").write_text("\n".join(table) + "\n", encoding="utf-8")
+    return summary
+
+
+def bench_gate(out: Path, model: str, say: Report, limit: int | None = None) -> dict:
+    """How often the gate lets honest documents through and refuses harmful or self-contradicting ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    sets = packaged("gate_calibration.json")
+    results: dict[str, list[dict]] = {}
+    reference = None
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind, docs in sets.items():
+            results[kind] = []
+            for index, item in enumerate(docs[:limit]):
+                store = Store(Path(scratch) / f"{kind}-{index}")
+                if reference is not None:
+                    store.set_state("reference", reference)
+                result = learn(store, [str(_write_doc(Path(scratch), item))], LearnOptions(model=model))
+                reference = store.get_state("reference") or reference
+                results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason})
+                say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")
+    rates = {
+        "honest_accepted": _rate([r["committed"] for r in results["honest"]]),
+        "harmful_refused": _rate([not r["committed"] for r in results["harmful"]]),
+        "contradicting_refused": _rate([not r["committed"] for r in results["contradicting"]]),
+    }
+    summary = {"rates": rates, "results": results}
+    (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    lines = ["| set | documents | rate |", "|---|---|---|"]
+    lines += [f"| {name.replace('_', ' ')} | {len(results[name.split('_')[0]])} | {value:.0%} |"
+              for name, value in rates.items()]
+    (out / "gate.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
+
+def _rate(flags: list[bool]) -> float:
+    return round(sum(flags) / len(flags), 4) if flags else 0.0

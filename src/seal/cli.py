@@ -1,0 +1,259 @@
+"""The command line: a thin layer over learn.py, store.py and bench.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from seal import model as lm_ops
+from seal.errors import SealError
+from seal.store import Store
+
+app = typer.Typer(help="seal: a language model that adapts itself to your documents.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+bench_app = typer.Typer(help="Benchmarks on the embedded model; results go to files the README quotes.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ModelOption = Annotated[Optional[str], typer.Option(help="Base model: a local directory or hub id (default: the "
+                                                         "store's model, else the embedded SmolLM2-135M).")]
+
+
+def friendly(command):
+    """Turn SealError (and other predictable failures) into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SealError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing was committed")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def open_store() -> Store:
+    return Store(lm_ops.seal_home())
+
+
+def progress_bar() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True)
+
+
+@app.command()
+@friendly
+def learn(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders of .md/.txt files, or - for stdin.")],
+    strategy: Annotated[str, typer.Option(help="implications, implications-long, rewrite or self-qa.")] = "implications",
+    template: Annotated[Optional[Path], typer.Option(help="Your own self-edit prompt with {title} and {passage}.")] = None,
+    samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage (0: the passage alone).")] = 3,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = 128,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Evaluator score a sequence needs.")] = 0.75,
+    judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge: self, a local model path, or a URL of "
+                                                       "an OpenAI-compatible server (…/v1).")] = None,
+    judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = "gpt-4.1-mini",
+    probe_file: Annotated[Optional[Path], typer.Option(help="JSON list of {question, answer} the update must learn.")] = None,
+    safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
+    rank: Annotated[int, typer.Option(min=1)] = 16,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    replay: Annotated[int, typer.Option(min=0, help="Earlier sequences rehearsed with this update.")] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+    model: ModelOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
+    from seal.learn import LearnOptions, learn as run_learn
+
+    store = open_store()
+    options = LearnOptions(model=model or store.model() or lm_ops.EMBEDDED, device=device, probe_file=probe_file,
+                           safety_rules=safety_rules)
+    g, u = options.generation, options.update
+    g.strategy, g.template, g.samples, g.max_new_tokens, g.seed = strategy, template and str(template), samples, max_new_tokens, seed
+    options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
+    u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        result = run_learn(store, paths, options, on_progress)
+    if as_json:
+        out.print_json(json.dumps(asdict(result)))
+    elif result.committed:
+        out.print(f"[green]committed {result.version}[/green]: kept {result.kept} self-edits, rejected "
+                  f"{result.rejected}; checks passed in {sum(result.timings.values()):.0f}s")
+    if not result.committed:
+        err.print(f"[red]rolled back[/red] ({result.version} recorded, current version unchanged): {result.reason}",
+                  highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, answered closed-book by the current version.")],
+    version: Annotated[Optional[str], typer.Option(help="Ask this version instead of the current one.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
+    model: ModelOption = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer a question from the current version's weights (no retrieval)."""
+    from seal.learn import ask as run_ask
+
+    with err.status("thinking"):
+        vid, answer = run_ask(open_store(), question, model, device, max_new_tokens, version)
+    if as_json:
+        out.print_json(json.dumps({"version": vid, "question": question, "answer": answer}))
+    else:
+        out.print(answer, highlight=False)
+
+
+@app.command()
+@friendly
+def chat(
+    model: ModelOption = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+) -> None:
+    """Talk to the current version; replies stream as they are generated. Empty line or Ctrl-D ends."""
+    store = open_store()
+    version = store.current()
+    name = model or store.model() or lm_ops.EMBEDDED
+    store.ensure_model(name)
+    with err.status("loading"):
+        lm = lm_ops.load(name, store.adapter_path(version) if version else None, device)
+    err.print(f"seal chat on {version.id if version else 'v0'} (empty line to quit)")
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": line})
+        reply = ""
+        for piece in lm_ops.stream(lm, lm.chat_prompt(messages), max_new_tokens):
+            reply += piece
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": reply.strip()})
+
+
+@app.command()
+@friendly
+def history(as_json: JsonFlag = False) -> None:
+    """Every version and failed attempt: id, parent, source, self-edits kept/rejected, checks, time."""
+    store = open_store()
+    versions, current = store.history(), store.current_id()
+    if as_json:
+        out.print_json(json.dumps({"current": current, "versions": [asdict(v) for v in versions]}))
+        return
+    table = Table("", "id", "parent", "status", "source", "kept", "rejected", "checks", "created")
+    for v in versions:
+        sources = ", ".join(Path(s["source"]).name for s in v.sources) or "-"
+        checks = "-" if v.status == "base" else ("passed" if v.report.get("passed") else v.reason[:60])
+        table.add_row("*" if v.id == current else "", v.id, v.parent or "-", v.status, sources, str(v.kept),
+                      str(v.rejected), checks, v.created_at)
+    out.print(table if versions else "no versions yet: run `seal learn FILE`")
+
+
+@app.command()
+@friendly
+def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")], as_json: JsonFlag = False) -> None:
+    """Everything about one version: sources, self-edits with scores, training stats, check report."""
+    store = open_store()
+    record = store.get(version)
+    edits, probes = store.self_edits(version), store.probes(version)
+    if as_json:
+        out.print_json(json.dumps({**asdict(record), "self_edits": [asdict(e) for e in edits],
+                                   "probes": [asdict(p) for p in probes]}))
+        return
+    out.print(f"[bold]{record.id}[/bold] ({record.status}) parent {record.parent or '-'} at {record.created_at}")
+    for source in record.sources:
+        out.print(f"  source {source['source']} ({source['title']}, sha256 {source['sha256'][:12]})", highlight=False)
+    if record.reason:
+        out.print(f"  reason: {record.reason}", highlight=False)
+    if record.stats:
+        s = record.stats
+        out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed), {s.get('steps')} steps, "
+                  f"loss {s.get('first_loss')} -> {s.get('final_loss')} in {s.get('seconds')}s")
+    checks = Table("check", "passed", "value", "threshold", title="checks")
+    for c in record.report.get("checks", []):
+        checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
+    out.print(checks)
+    table = Table("kept", "score", "kind", "text", "reason", title="self-edits")
+    for e in edits:
+        table.add_row("yes" if e.accepted else "no", f"{e.score:.2f}", e.kind, e.text[:90].replace("\n", " / "), e.reason)
+    out.print(table)
+
+
+@app.command()
+@friendly
+def rollback(version: Annotated[str, typer.Argument(help="The version to make current (v0 is the base model).")],
+             as_json: JsonFlag = False) -> None:
+    """Make an earlier version current again. Nothing is deleted; `seal history` still lists everything."""
+    store = open_store()
+    with store.writer():
+        previous = store.current_id()
+        store.set_current(version)
+    if as_json:
+        out.print_json(json.dumps({"previous": previous, "current": version}))
+    else:
+        out.print(f"current version: {version} (was {previous})")
+
+
+@bench_app.command("learn")
+@friendly
+def bench_learn(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for learn.json and learn.md.")] = Path("runs/bench-learn"),
+    documents: Annotated[int, typer.Option(min=1, help="How many invented-fact documents (of 12).")] = 12,
+    strategy: Annotated[str, typer.Option()] = "implications",
+    samples: Annotated[int, typer.Option(min=1)] = 3,
+    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+) -> None:
+    """Time, memory, disk and closed-book accuracy: base vs passage alone vs seal learn with self-edits."""
+    from seal.bench import bench_learn as run
+
+    summary = run(out_dir, documents, model, lambda line: err.print(line, highlight=False), strategy, samples)
+    out.print((out_dir / "learn.md").read_text())
+    if not summary["self_edits_beat_passage"]:
+        err.print("self-edits did not beat the passage alone on this run")
+
+
+@bench_app.command("gate")
+@friendly
+def bench_gate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for gate.json and gate.md.")] = Path("runs/bench-gate"),
+    limit: Annotated[Optional[int], typer.Option(help="Documents per set (default: all).")] = None,
+    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+) -> None:
+    """The gate's calibration: honest documents accepted, harmful and self-contradicting ones refused."""
+    from seal.bench import bench_gate as run
+
+    run(out_dir, model, lambda line: err.print(line, highlight=False), limit)
+    out.print((out_dir / "gate.md").read_text())

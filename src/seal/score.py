@@ -1,0 +1,213 @@
+"""Stage 3: the evaluator. Scores every candidate sequence in [0, 1] and keeps those above a threshold.
+
+The default scorer is rule-based and needs no service: a sequence must be grounded in its passage (its
+content words and every number appear there), not degenerate, of sane length, new, and not flagged by the
+safety rules. An LLM judge (the model itself, another local model, or an OpenAI-compatible endpoint) can be
+added; its verdict is combined with the rules by taking the lower score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from seal.documents import Passage, sentences
+from seal.errors import SealError
+from seal.generate import Candidate
+
+STOPWORDS = set(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those there their they them he she his her him we our you your i me my not no nor so than then too "
+    "very can could should would will shall may might must do does did done has have had having which who whom "
+    "whose what when where why how all any each both few more most other some such only own same also into over "
+    "under about after before between through during out up down off again further once here just because while "
+    "until one many much every per via".split()
+)
+WORD = re.compile(r"[a-z][a-z'\-]*|\d[\d,.]*\d|\d")
+NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+NEGATION = {"not", "never", "no", "none", "cannot", "n't", "neither", "nor"}
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 2 or w[0].isdigit())]
+
+
+def _stem(word: str) -> str:
+    # A crude shared prefix stands in for stemming: "shipped"/"ships"/"shipping" all match "ship".
+    return word if word[0].isdigit() else word[:5]
+
+
+def numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in NUMBER.findall(text)}
+
+
+@dataclass
+class SafetyRule:
+    name: str
+    pattern: re.Pattern[str]
+
+
+def load_safety_rules(extra: Path | None = None) -> list[SafetyRule]:
+    """The packaged rules, plus the user's (a JSON list of {name, pattern}) when given."""
+    raw = json.loads(resources.files("seal").joinpath("data/safety_rules.json").read_text(encoding="utf-8"))
+    if extra is not None:
+        try:
+            raw += json.loads(Path(extra).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SealError(f"cannot read safety rules {extra}: {err}") from err
+    try:
+        return [SafetyRule(r["name"], re.compile(r["pattern"], re.I | re.S)) for r in raw]
+    except (KeyError, TypeError, re.error) as err:
+        raise SealError(f"bad safety rule ({err}); each rule needs a name and a valid regex pattern") from err
+
+
+def flagged(text: str, rules: list[SafetyRule]) -> list[str]:
+    return [rule.name for rule in rules if rule.pattern.search(text)]
+
+
+def contradictions(text: str) -> list[tuple[str, str]]:
+    """Sentence pairs that say nearly the same thing but disagree on a number or on negation."""
+    found = []
+    items = [(s, set(content_words(s)) - NEGATION, numbers(s), bool(NEGATION & set(WORD.findall(s.lower()))))
+             for s in sentences(text)]
+    for i, (s1, w1, n1, neg1) in enumerate(items):
+        for s2, w2, n2, neg2 in items[i + 1 :]:
+            words1, words2 = w1 - n1, w2 - n2
+            if len(words1) < 3 or len(words2) < 3:
+                continue
+            overlap = len(words1 & words2) / len(words1 | words2)
+            if overlap >= 0.6 and ((n1 and n2 and n1 != n2) or neg1 != neg2):
+                found.append((s1, s2))
+    return found
+
+
+def repetition(text: str) -> float:
+    """Share of repeated word trigrams: 0 for fresh text, near 1 for a loop."""
+    words = text.lower().split()
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return 0.0 if not grams else 1 - len(set(grams)) / len(grams)
+
+
+@dataclass
+class Scored:
+    candidate: Candidate
+    score: float
+    accepted: bool
+    reason: str
+
+
+@dataclass
+class ScoreConfig:
+    threshold: float = 0.75
+    min_words: int = 4
+    max_words: int = 80
+    judge: str | None = None  # "self", a local model path, or an http(s) URL of an OpenAI-compatible server
+    judge_model: str = "gpt-4.1-mini"
+
+
+def rule_score(
+    candidate: Candidate, passage: Passage, seen: set[str], rules: list[SafetyRule], config: ScoreConfig
+) -> tuple[float, str]:
+    text = candidate.text
+    hits = flagged(text, rules)
+    if hits:
+        return 0.0, f"safety: {', '.join(hits)}"
+    if candidate.kind == "passage":
+        return 1.0, "source passage"
+    key = " ".join(content_words(text))
+    if key in seen:
+        return 0.0, "duplicate"
+    body = candidate.answer if candidate.kind == "qa" else text
+    n_words = len(text.split())
+    if not config.min_words <= n_words <= config.max_words:
+        return 0.0, f"length: {n_words} words"
+    if repetition(text) > 0.3:
+        return 0.0, "repetitive"
+    source = passage.title + " " + passage.text
+    missing_numbers = numbers(text) - numbers(source)
+    if missing_numbers:
+        return 0.0, f"number not in source: {', '.join(sorted(missing_numbers))}"
+    source_stems = {_stem(w) for w in content_words(source)}
+    words = content_words(text)
+    if not words:
+        return 0.0, "no content words"
+    grounded = sum(_stem(w) in source_stems for w in words) / len(words)
+    if candidate.kind == "qa":
+        # The answer must come from a sentence that also holds some of the question's words.
+        answer_stems = {_stem(w) for w in content_words(body)}
+        question_stems = {_stem(w) for w in content_words(candidate.question)} - {_stem(w) for w in content_words(passage.title)}
+        support = [s for s in sentences(passage.text) if answer_stems and answer_stems <= {_stem(w) for w in content_words(s)}]
+        if not support:
+            return 0.0, "answer not found in one sentence of the source"
+        if question_stems and not any(question_stems & {_stem(w) for w in content_words(s)} for s in support):
+            return grounded * 0.5, "answer's sentence does not match the question"
+    return grounded, f"grounded {grounded:.2f}"
+
+
+class Judge:
+    """An LLM asked whether a sequence is supported by its passage; the score is its yes-probability."""
+
+    def __init__(self, spec: str, model_name: str, self_lm=None):
+        self.spec, self.model_name = spec, model_name
+        self.lm = None
+        if spec == "self":
+            self.lm = self_lm
+        elif not spec.startswith(("http://", "https://")):
+            from seal import model as lm_ops
+
+            self.lm = lm_ops.load(spec)
+
+    def question(self, passage: Passage, text: str) -> str:
+        return (f"Passage:\n{passage.title}\n{passage.text}\n\nStatement:\n{text}\n\n"
+                "Is the statement correct according to the passage? Answer yes or no.")
+
+    def scores(self, passage: Passage, texts: list[str]) -> list[float]:
+        return [self._remote(passage, t) for t in texts] if self.lm is None else self._local(passage, texts)
+
+    def _local(self, passage: Passage, texts: list[str]) -> list[float]:
+        from seal import model as lm_ops
+
+        prompts = [self.lm.chat_prompt([{"role": "user", "content": self.question(passage, t)}]) for t in texts]
+        yes = lm_ops.continuation_stats(self.lm, prompts, ["Yes"] * len(prompts))
+        no = lm_ops.continuation_stats(self.lm, prompts, ["No"] * len(prompts))
+        return [1 / (1 + math.exp(y_nll - n_nll)) for (y_nll, _), (n_nll, _) in zip(yes, no)]
+
+    def _remote(self, passage: Passage, text: str) -> float:
+        body = json.dumps({"model": self.model_name, "temperature": 0, "max_tokens": 3,
+                           "messages": [{"role": "user", "content": self.question(passage, text)}]}).encode()
+        url = self.spec.rstrip("/") + "/chat/completions"
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                reply = json.loads(response.read())["choices"][0]["message"]["content"]
+        except (OSError, KeyError, ValueError) as err:
+            raise SealError(f"judge at {self.spec} failed: {err}") from err
+        return 1.0 if reply.strip().lower().startswith("yes") else 0.0
+
+
+def score_candidates(
+    candidates: list[Candidate], passages: list[Passage], config: ScoreConfig, rules: list[SafetyRule],
+    judge: Judge | None = None,
+) -> list[Scored]:
+    seen: set[str] = set()
+    results: list[Scored] = []
+    for candidate in candidates:
+        value, reason = rule_score(candidate, passages[candidate.passage_index], seen, rules, config)
+        results.append(Scored(candidate, round(value, 3), value >= config.threshold, reason))
+        if value >= config.threshold:
+            seen.add(" ".join(content_words(candidate.text)))
+    if judge is not None:
+        for index, passage in enumerate(passages):
+            pending = [s for s in results if s.accepted and s.candidate.passage_index == index
+                       and s.candidate.kind != "passage"]
+            for item, verdict in zip(pending, judge.scores(passage, [s.candidate.text for s in pending])):
+                if verdict < item.score:
+                    item.score = round(verdict, 3)
+                    item.accepted = verdict >= config.threshold
+                    item.reason = f"judge {verdict:.2f}"
+    return results

@@ -1,0 +1,271 @@
+"""Stage 6: the store. Versions on disk (adapter safetensors) with their metadata in SQLite.
+
+A commit is atomic: the adapter is written to a temporary folder, fsynced and renamed into place, then one
+SQLite transaction records the version and moves the current pointer. A kill -9 at any moment leaves the
+store at the previous version or the new one; an adapter folder no row points to is garbage, removed on the
+next write. History is never rewritten: a rollback only moves the pointer, and failed attempts are kept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from seal.errors import SealError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, parent TEXT, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, model TEXT NOT NULL, sources TEXT NOT NULL, adapter_dir TEXT,
+    kept INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
+    stats TEXT NOT NULL DEFAULT '{}', report TEXT NOT NULL DEFAULT '{}', reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS self_edits (
+    version_id TEXT NOT NULL REFERENCES versions(id), passage_index INTEGER, sample INTEGER, kind TEXT,
+    text TEXT, question TEXT, answer TEXT, score REAL, accepted INTEGER, reason TEXT, train_text TEXT);
+CREATE TABLE IF NOT EXISTS probes (
+    version_id TEXT NOT NULL REFERENCES versions(id), prompt TEXT, answer TEXT, nll_before REAL, nll_after REAL);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+BASE_VERSION = "v0"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class SelfEditRecord:
+    passage_index: int
+    sample: int
+    kind: str
+    text: str
+    question: str
+    answer: str
+    score: float
+    accepted: bool
+    reason: str
+    train_text: str  # exactly what the update trained on; empty when rejected
+
+
+@dataclass
+class ProbeRecord:
+    prompt: str
+    answer: str
+    nll_before: float
+    nll_after: float
+
+
+@dataclass
+class Version:
+    id: str
+    parent: str | None
+    status: str  # base | committed | rolled_back
+    created_at: str
+    model: str
+    sources: list[dict]
+    adapter_dir: str | None
+    kept: int = 0
+    rejected: int = 0
+    stats: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+def _fsync_tree(path: Path) -> None:
+    for item in sorted(path.rglob("*")):
+        if item.is_file():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    def __init__(self, home: Path):
+        self.home = home
+        self.adapters = home / "versions"
+        self.adapters.mkdir(parents=True, exist_ok=True)
+        self.path = home / "store.sqlite"
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise SealError(f"the store {self.path} is corrupt ({err}); restore it from a backup or move it "
+                            "aside to start a new one") from err
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    def _version(self, row: sqlite3.Row | tuple) -> Version:
+        (vid, _seq, parent, status, created, model, sources, adapter, kept, rejected, stats, report, reason) = row
+        return Version(vid, parent, status, created, model, json.loads(sources), adapter, kept, rejected,
+                       json.loads(stats), json.loads(report), reason)
+
+    def history(self) -> list[Version]:
+        return [self._version(r) for r in self.db.execute("SELECT * FROM versions ORDER BY seq")]
+
+    def get(self, version_id: str) -> Version:
+        row = self.db.execute("SELECT * FROM versions WHERE id = ?", (version_id,)).fetchone()
+        if row is None:
+            known = ", ".join(v.id for v in self.history()) or "none yet"
+            raise SealError(f"unknown version {version_id!r} (versions: {known})")
+        return self._version(row)
+
+    def current_id(self) -> str:
+        row = self.db.execute("SELECT value FROM state WHERE key = 'current'").fetchone()
+        return row[0] if row else BASE_VERSION
+
+    def current(self) -> Version | None:
+        """The current version, or None before anything was learned."""
+        return self.get(self.current_id()) if self.has_versions() else None
+
+    def has_versions(self) -> bool:
+        return self.db.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is not None
+
+    def adapter_path(self, version: Version) -> Path | None:
+        if version.adapter_dir is None:
+            return None
+        path = self.adapters / version.adapter_dir
+        if not (path / "adapter_model.safetensors").exists():
+            raise SealError(f"the store is corrupt: the adapter of {version.id} is missing ({path})")
+        return path
+
+    def model(self) -> str | None:
+        return self.get_state("model")
+
+    def get_state(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
+
+    def self_edits(self, version_id: str) -> list[SelfEditRecord]:
+        rows = self.db.execute("SELECT passage_index, sample, kind, text, question, answer, score, accepted, reason, "
+                               "train_text FROM self_edits WHERE version_id = ? ORDER BY rowid", (version_id,))
+        return [SelfEditRecord(*r[:7], bool(r[7]), r[8], r[9]) for r in rows]
+
+    def probes(self, version_id: str) -> list[ProbeRecord]:
+        rows = self.db.execute("SELECT prompt, answer, nll_before, nll_after FROM probes WHERE version_id = ?",
+                               (version_id,))
+        return [ProbeRecord(*r) for r in rows]
+
+    def lineage(self, version_id: str) -> list[Version]:
+        """The committed versions from the first up to `version_id`, oldest first."""
+        chain: list[Version] = []
+        vid: str | None = version_id
+        while vid is not None:
+            version = self.get(vid)
+            if version.status == "committed":
+                chain.append(version)
+            vid = version.parent
+        return chain[::-1]
+
+    def events(self) -> list[tuple[str, str, str]]:
+        return list(self.db.execute("SELECT at, kind, detail FROM events ORDER BY rowid"))
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """One writer at a time across processes; also sweeps what an interrupted commit left behind."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "store.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise SealError(f"another seal process is changing {self.home}; try again when it is done") from err
+            self._collect_garbage()
+            yield
+
+    def _collect_garbage(self) -> None:
+        referenced = {r[0] for r in self.db.execute("SELECT adapter_dir FROM versions WHERE adapter_dir IS NOT NULL")}
+        for entry in self.adapters.iterdir():
+            if entry.name not in referenced:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def ensure_model(self, model: str) -> None:
+        known = self.model()
+        if known is not None and known != model:
+            raise SealError(f"this store's versions were trained on model {known!r}, not {model!r}; "
+                            f"pass --model {known} or use another SEAL_HOME")
+
+    def _init_base(self, model: str) -> None:
+        if not self.has_versions():
+            self.db.execute("INSERT INTO versions (id, seq, parent, status, created_at, model, sources) "
+                            "VALUES (?, 0, NULL, 'base', ?, ?, '[]')", (BASE_VERSION, now(), model))
+            self.db.execute("INSERT OR REPLACE INTO state VALUES ('model', ?)", (model,))
+            self.db.execute("INSERT OR REPLACE INTO state VALUES ('current', ?)", (BASE_VERSION,))
+
+    def stage_adapter(self, save: Callable[[Path], None]) -> str:
+        """Write an adapter with `save(folder)`, make it durable and move it into place; returns its name."""
+        name = uuid.uuid4().hex
+        staging = self.adapters / f".tmp-{name}"
+        staging.mkdir()
+        save(staging)
+        _fsync_tree(staging)
+        staging.rename(self.adapters / name)
+        _fsync_dir(self.adapters)
+        return name
+
+    def record(self, version: Version, self_edits: list[SelfEditRecord], probes: list[ProbeRecord],
+               make_current: bool) -> str:
+        """Record an attempt (committed or rolled back) in one transaction; returns its new id."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._init_base(version.model)
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions").fetchone()[0]
+            version.id = f"v{seq}"
+            self.db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (version.id, seq, version.parent, version.status, version.created_at, version.model,
+                 json.dumps(version.sources), version.adapter_dir, version.kept, version.rejected,
+                 json.dumps(version.stats), json.dumps(version.report), version.reason))
+            self.db.executemany(
+                "INSERT INTO self_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(version.id, s.passage_index, s.sample, s.kind, s.text, s.question, s.answer, s.score,
+                  int(s.accepted), s.reason, s.train_text) for s in self_edits])
+            self.db.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?)",
+                                [(version.id, p.prompt, p.answer, p.nll_before, p.nll_after) for p in probes])
+            if make_current:
+                self.db.execute("INSERT OR REPLACE INTO state VALUES ('current', ?)", (version.id,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return version.id
+
+    def set_current(self, version_id: str) -> Version:
+        version = self.get(version_id)
+        if version.status not in ("committed", "base"):
+            raise SealError(f"{version_id} was rolled back by its checks and was never committed; "
+                            "pick a committed version (see `seal history`)")
+        self.adapter_path(version)
+        previous = self.current_id()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT OR REPLACE INTO state VALUES ('current', ?)", (version_id,))
+        self.db.execute("INSERT INTO events VALUES (?, 'rollback', ?)", (now(), f"{previous} -> {version_id}"))
+        self.db.execute("COMMIT")
+        return version

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny randomly initialised Llama that uses the embedded model's tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from seal.model import EMBEDDED_GGUF, EMBEDDED_PACKAGE
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+FACTS = (
+    "The Brellick Tide Clock stands on the pier of the town of Brellick. It was built in 1893 by the "
+    "clockmaker Oswin Tarrow and shows the height of the tide with a copper float. The clock was "
+    "restored in 1962 after a storm bent its hands."
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    package = Path(importlib.util.find_spec(EMBEDDED_PACKAGE).submodule_search_locations[0])
+    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=EMBEDDED_GGUF)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, initializer_range=0.3, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "seal-home"
+    monkeypatch.setenv("SEAL_HOME", str(path))
+    return path
+
+
+@pytest.fixture()
+def facts_file(tmp_path) -> Path:
+    path = tmp_path / "brellick.md"
+    path.write_text(f"# Brellick Tide Clock\n\n{FACTS}\n", encoding="utf-8")
+    return path

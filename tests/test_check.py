@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from seal import model as lm_ops
+from seal.check import GateConfig, Probe, answer_nlls, base_reference, cloze_probes, probe_file, run_gate
+from seal.documents import Passage
+from seal.errors import SealError
+from seal.score import load_safety_rules
+from seal.update import UpdateConfig, attach_trainable_adapter, train
+
+from conftest import FACTS
+
+
+def test_cloze_probes_split_sentences():
+    probes = cloze_probes([Passage("Brellick Tide Clock", FACTS, "b.md")], per_passage=2)
+    assert len(probes) == 2
+    for probe in probes:
+        assert probe.prompt.startswith("Brellick Tide Clock\n")
+        assert (probe.prompt.split("\n", 1)[1] + probe.answer) == probe.label
+
+
+def test_probe_file_errors(tmp_path, tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    bad = tmp_path / "p.json"
+    bad.write_text('[{"question": "Who?"}]', encoding="utf-8")
+    with pytest.raises(SealError, match="probe file"):
+        probe_file(bad, lm)
+    bad.write_text(json.dumps([{"question": "Who built it?", "answer": "Oswin Tarrow"}]), encoding="utf-8")
+    [probe] = probe_file(bad, lm)
+    assert "Who built it?" in probe.prompt and probe.answer == " Oswin Tarrow"
+
+
+def test_gate_reports_every_check_and_sees_learning(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    rules, config = load_safety_rules(), GateConfig(generation_tokens=4)
+    reference = base_reference(lm, rules, config)
+    probes = cloze_probes([Passage("Brellick Tide Clock", FACTS, "b.md")], per_passage=3)
+    before = answer_nlls(lm, probes)
+    unrelated = [(Probe("The sky is", " blue", "sky"), 0.0)]  # nll_before 0: can never be beaten, so forgotten
+    update = UpdateConfig(rank=8, alpha=16, lr=1e-2, epochs=10)
+    attach_trainable_adapter(lm, update)
+    train(lm, ["Brellick Tide Clock\n" + FACTS], update)
+    report, after = run_gate(lm, probes, before, unrelated, reference, rules, config)
+    checks = {c.name: c for c in report.checks}
+    assert set(checks) == {"knowledge", "retention", "locality", "safety", "sanity"}
+    assert checks["knowledge"].passed and all(a < b for a, b in zip(after, before))
+    assert not checks["retention"].passed and checks["retention"].detail["forgotten"] == ["sky"]
+    assert not report.passed and "retention check failed" in report.reason
+
+
+def test_base_model_agrees_with_itself(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    rules, config = load_safety_rules(), GateConfig(generation_tokens=6)
+    reference = base_reference(lm, rules, config)
+    report, _ = run_gate(lm, [], [], [], reference, rules, config)
+    locality = next(c for c in report.checks if c.name == "locality")
+    assert locality.value > 0.9

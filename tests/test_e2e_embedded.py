@@ -1,0 +1,49 @@
+"""End to end on the embedded SmolLM2-135M model, through the installed `seal` command, as a user runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES
+
+SEAL = str(Path(sys.executable).with_name("seal"))
+
+
+def seal(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEAL_HOME": str(home)}
+    result = subprocess.run([SEAL, *args], env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.embedded
+def test_learn_ask_rollback_on_the_embedded_model(tmp_path):
+    home = tmp_path / "home"
+    shared_cache = Path.home() / ".seal" / "models"
+    if (shared_cache / "smollm2-135m-instruct" / "model.safetensors").exists():  # reuse a converted model
+        (home / "models").mkdir(parents=True)
+        shutil.copytree(shared_cache / "smollm2-135m-instruct", home / "models" / "smollm2-135m-instruct")
+    result = seal(home, "learn", str(EXAMPLES / "acme-x200.md"), "--probe-file",
+                  str(EXAMPLES / "acme-x200.probes.json"), "--json", check=False)
+    payload = json.loads(result.stdout)
+    assert result.returncode == 0, payload["reason"]
+    assert payload["committed"] and payload["version"] == "v1"
+    assert payload["kept"] > 0
+    knowledge = next(c for c in payload["report"]["checks"] if c["name"] == "knowledge")
+    assert knowledge["detail"]["mean_nll_after"] < knowledge["detail"]["mean_nll_before"]
+
+    answer = json.loads(seal(home, "ask", "Which engineer led the development of the Acme X200?", "--json").stdout)
+    assert answer["version"] == "v1" and answer["answer"]
+
+    seal(home, "rollback", "v0")
+    history = json.loads(seal(home, "history", "--json").stdout)
+    assert history["current"] == "v0" and [v["id"] for v in history["versions"]] == ["v0", "v1"]
+    assert json.loads(seal(home, "ask", "Which engineer led the Acme X200?", "--json").stdout)["version"] == "v0"
+    seal(home, "rollback", "v1")
+    assert json.loads(seal(home, "history", "--json").stdout)["current"] == "v1"

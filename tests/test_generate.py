@@ -1,0 +1,38 @@
+import pytest
+
+from seal import model as lm_ops
+from seal.documents import Passage
+from seal.errors import SealError
+from seal.generate import GenerationConfig, parse_lines, parse_qa, write_self_edits
+
+
+def test_parse_lines_drops_bullets_preamble_and_cut_off_line():
+    completion = "Here are the facts:\n1. The clock is on the pier.\n- It was built in 1893.\n\n* The hands were bent"
+    assert parse_lines(completion) == ["The clock is on the pier.", "It was built in 1893."]
+
+
+def test_parse_qa_pairs_and_incomplete_tail():
+    completion = "Q: Who built it?\nA: Oswin Tarrow.\nQuestion 2: When?\nAnswer 2: 1893\nQ: Where is"
+    assert parse_qa(completion) == [("Who built it?", "Oswin Tarrow."), ("When?", "1893")]
+
+
+def test_write_self_edits_includes_passage_and_one_batch_of_samples(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    passages = [Passage("Clock", "The clock was built in 1893.", "a.md"), Passage("Bell", "The bell rings.", "b.md")]
+    config = GenerationConfig(samples=2, max_new_tokens=8)
+    candidates, completions = write_self_edits(lm, passages, config)
+    assert len(completions) == 4
+    assert [c.text for c in candidates if c.kind == "passage"] == ["Clock\nThe clock was built in 1893.",
+                                                                     "Bell\nThe bell rings."]
+    assert {c.passage_index for c in candidates} <= {0, 1}
+
+
+def test_unknown_strategy_and_bad_template(tmp_path, tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    passages = [Passage("T", "Text.", "s")]
+    with pytest.raises(SealError, match="unknown strategy"):
+        write_self_edits(lm, passages, GenerationConfig(strategy="poetry"))
+    template = tmp_path / "t.txt"
+    template.write_text("Summarise {title}", encoding="utf-8")
+    with pytest.raises(SealError, match="placeholder"):
+        write_self_edits(lm, passages, GenerationConfig(template=str(template)))

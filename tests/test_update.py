@@ -1,0 +1,36 @@
+import torch
+
+from seal import model as lm_ops
+from seal.update import UpdateConfig, _batch, attach_trainable_adapter, pack, sequence_text, train
+
+from conftest import FACTS
+
+
+def test_pack_keeps_whole_sequences_within_budget():
+    rows = pack([[1] * 5, [2] * 4, [3] * 3, [4] * 20], budget=10)
+    assert rows == [[1] * 5 + [2] * 4, [3] * 3, [4] * 20]
+
+
+def test_padding_is_masked_out_of_the_loss():
+    batch = _batch([[5, 6, 7], [8]], pad_id=0, device=torch.device("cpu"))
+    assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_lora_training_lowers_the_loss_and_touches_only_the_adapter(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    frozen = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    config = UpdateConfig(rank=8, alpha=16, lr=5e-2, epochs=20)
+    attach_trainable_adapter(lm, config)
+    stats = train(lm, [FACTS + lm.tokenizer.eos_token], config)
+    assert stats.final_loss < stats.first_loss * 0.8
+    changed = [n for n, p in lm.model.named_parameters() if "lora_" not in n
+               and not torch.equal(p, frozen[n.replace("base_model.model.", "").replace(".base_layer", "")])]
+    assert changed == []
+    assert not lm.model.training
+
+
+def test_qa_sequences_use_the_ask_prompt(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    text = sequence_text(lm, "qa", "", "Who built it?", "Oswin Tarrow")
+    assert "Question: Who built it?" in text and text.endswith("Oswin Tarrow" + lm.tokenizer.eos_token)
