@@ -55,4 +55,4 @@ def test_base_model_agrees_with_itself(tiny_model_dir):
     reference = base_reference(lm, rules, config)
     report, _ = run_gate(lm, [], [], [], reference, rules, config)
     locality = next(c for c in report.checks if c.name == "locality")
-    assert locality.value > 0.9
+    assert locality.value == 1.0

@@ -36,3 +36,8 @@ def test_unknown_strategy_and_bad_template(tmp_path, tiny_model_dir):
     template.write_text("Summarise {title}", encoding="utf-8")
     with pytest.raises(SealError, match="placeholder"):
         write_self_edits(lm, passages, GenerationConfig(template=str(template)))
+
+
+def test_parse_lines_splits_sentences_so_one_bad_sentence_does_not_sink_a_line():
+    assert parse_lines("The clock is old. It was built in 1893 by Oswin Tarrow.\nIt rings") == [
+        "The clock is old.", "It was built in 1893 by Oswin Tarrow."]

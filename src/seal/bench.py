@@ -135,7 +135,8 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None) -> 
                     store.set_state("reference", reference)
                 result = learn(store, [str(_write_doc(Path(scratch), item))], LearnOptions(model=model))
                 reference = store.get_state("reference") or reference
-                results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason})
+                results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason,
+                                      "checks": {c["name"]: c.get("value") for c in result.report["checks"]}})
                 say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")
     rates = {
         "honest_accepted": _rate([r["committed"] for r in results["honest"]]),

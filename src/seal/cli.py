@@ -16,6 +16,9 @@ from rich.table import Table
 
 from seal import model as lm_ops
 from seal.errors import SealError
+from seal.generate import GenerationConfig
+from seal.score import ScoreConfig
+from seal.update import UpdateConfig
 from seal.store import Store
 
 app = typer.Typer(help="seal: a language model that adapts itself to your documents.", no_args_is_help=True,
@@ -61,20 +64,20 @@ def progress_bar() -> Progress:
 @friendly
 def learn(
     paths: Annotated[list[str], typer.Argument(help="Files, folders of .md/.txt files, or - for stdin.")],
-    strategy: Annotated[str, typer.Option(help="implications, implications-long, rewrite or self-qa.")] = "implications",
+    strategy: Annotated[str, typer.Option(help="implications, implications-long, rewrite or self-qa.")] = GenerationConfig.strategy,
     template: Annotated[Optional[Path], typer.Option(help="Your own self-edit prompt with {title} and {passage}.")] = None,
-    samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage (0: the passage alone).")] = 3,
-    max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = 128,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Evaluator score a sequence needs.")] = 0.75,
+    samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage (0: the passage alone).")] = GenerationConfig.samples,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = GenerationConfig.max_new_tokens,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Evaluator score a sequence needs.")] = ScoreConfig.threshold,
     judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge: self, a local model path, or a URL of "
                                                        "an OpenAI-compatible server (…/v1).")] = None,
-    judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = "gpt-4.1-mini",
+    judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = ScoreConfig.judge_model,
     probe_file: Annotated[Optional[Path], typer.Option(help="JSON list of {question, answer} the update must learn.")] = None,
     safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
-    rank: Annotated[int, typer.Option(min=1)] = 16,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
-    replay: Annotated[int, typer.Option(min=0, help="Earlier sequences rehearsed with this update.")] = 32,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
+    lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = UpdateConfig.lr,
+    epochs: Annotated[int, typer.Option(min=1)] = UpdateConfig.epochs,
+    replay: Annotated[int, typer.Option(min=0, help="Earlier sequences rehearsed with this update.")] = UpdateConfig.replay,
     seed: Annotated[int, typer.Option()] = 0,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.documents import Passage
+from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.prompts import STRATEGIES, Strategy, custom_messages, self_edit_messages
 
@@ -28,7 +28,7 @@ class Candidate:
 class GenerationConfig:
     strategy: str = "implications"
     samples: int = 3
-    max_new_tokens: int = 128
+    max_new_tokens: int = 96
     temperature: float = 1.0
     top_p: float = 0.95
     seed: int = 0
@@ -42,12 +42,16 @@ TERMINAL = (".", "!", "?", '"', "'", ")")
 
 
 def parse_lines(completion: str) -> list[str]:
-    """One sequence per line, bullets and preambles dropped; a final line cut off mid-sentence is dropped."""
+    """One sequence per sentence of each line, bullets and preambles dropped, a final cut-off sentence dropped.
+
+    SEAL keeps whole lines; splitting them into sentences lets the evaluator keep the good sentence of a line
+    whose other sentence a small model made up.
+    """
     lines = [BULLET.sub("", line).strip() for line in completion.splitlines()]
-    lines = [line for line in lines if line and not PREAMBLE.match(line)]
-    if lines and not lines[-1].endswith(TERMINAL):
-        lines.pop()
-    return lines
+    pieces = [s for line in lines if line and not PREAMBLE.match(line) for s in sentences(line)]
+    if pieces and not pieces[-1].endswith(TERMINAL):
+        pieces.pop()
+    return pieces
 
 
 def parse_qa(completion: str) -> list[tuple[str, str]]:

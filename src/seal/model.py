@@ -118,7 +118,7 @@ def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto
 
 
 @torch.inference_mode()
-def generate(
+def generate_tokens(
     lm: LM,
     prompts: list[str],
     max_new_tokens: int,
@@ -126,20 +126,32 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     batch_size: int = 8,
-) -> list[str]:
-    """Complete each prompt; batched with left padding. temperature 0 means greedy."""
+) -> list[list[int]]:
+    """The new token ids of each completion, up to (not including) its end of sequence.
+
+    Batched with left padding; temperature 0 means greedy.
+    """
     tok = lm.tokenizer
     tok.padding_side = "left"
     torch.manual_seed(seed)
-    outputs: list[str] = []
+    stop = {tok.eos_token_id, tok.pad_token_id}
+    outputs: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         batch = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(lm.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
         out = lm.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
-        new_tokens = out[:, batch["input_ids"].shape[1] :]
-        outputs.extend(tok.batch_decode(new_tokens, skip_special_tokens=True))
-    return [text.strip() for text in outputs]
+        for row in out[:, batch["input_ids"].shape[1] :].tolist():
+            end = next((i for i, t in enumerate(row) if t in stop), len(row))
+            outputs.append(row[:end])
+    return outputs
+
+
+def generate(lm: LM, prompts: list[str], max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+             seed: int = 0, batch_size: int = 8) -> list[str]:
+    """Complete each prompt and return the decoded, stripped texts."""
+    ids = generate_tokens(lm, prompts, max_new_tokens, temperature, top_p, seed, batch_size)
+    return [text.strip() for text in lm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
 def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
@@ -160,16 +172,16 @@ def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
 
 @torch.inference_mode()
 def continuation_stats(
-    lm: LM, prompts: list[str], continuations: list[str], batch_size: int = 16
+    lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int = 16
 ) -> list[tuple[float, float]]:
-    """Teacher-forced (mean token NLL, argmax agreement) of each continuation given its prompt."""
+    """Teacher-forced (mean token NLL, argmax agreement) of each continuation (text or token ids) given its prompt."""
     tok = lm.tokenizer
     results: list[tuple[float, float]] = []
     for start in range(0, len(prompts), batch_size):
         ids, targets = [], []
         for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
             p = tok(prompt, add_special_tokens=False)["input_ids"]
-            c = tok(cont, add_special_tokens=False)["input_ids"]
+            c = cont if isinstance(cont, list) else tok(cont, add_special_tokens=False)["input_ids"]
             ids.append(p + c)
             targets.append((len(p), len(c)))
         width = max(len(x) for x in ids)
