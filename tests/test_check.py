@@ -3,7 +3,8 @@ import json
 import pytest
 
 from seal import model as lm_ops
-from seal.check import GateConfig, Probe, answer_nlls, base_reference, cloze_probes, probe_file, run_gate
+from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, qa_probes, read_probe_file,
+                        run_gate)
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.score import load_safety_rules
@@ -20,15 +21,21 @@ def test_cloze_probes_split_sentences():
         assert (probe.prompt.split("\n", 1)[1] + probe.answer) == probe.label
 
 
-def test_probe_file_errors(tmp_path, tiny_model_dir):
-    lm = lm_ops.load(str(tiny_model_dir))
+@pytest.mark.parametrize("content", ['[{"question": "Who?"}]', "[]", '{"question": "Who?", "answer": "Me"}',
+                                     '[{"question": "", "answer": "x"}]', "not json"])
+def test_bad_probe_files(tmp_path, content):
     bad = tmp_path / "p.json"
-    bad.write_text('[{"question": "Who?"}]', encoding="utf-8")
+    bad.write_text(content, encoding="utf-8")
     with pytest.raises(SealError, match="probe file"):
-        probe_file(bad, lm)
-    bad.write_text(json.dumps([{"question": "Who built it?", "answer": "Oswin Tarrow"}]), encoding="utf-8")
-    [probe] = probe_file(bad, lm)
-    assert "Who built it?" in probe.prompt and probe.answer == " Oswin Tarrow"
+        read_probe_file(bad)
+
+
+def test_qa_probes_are_asked_as_seal_ask_asks(tmp_path, tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    good = tmp_path / "p.json"
+    good.write_text(json.dumps([{"question": "Who built it?", "answer": "Oswin Tarrow"}]), encoding="utf-8")
+    [probe] = qa_probes(read_probe_file(good), lm)
+    assert "Who built it?" in probe.prompt and probe.answer == " Oswin Tarrow" and probe.label == "Who built it?"
 
 
 def test_gate_reports_every_check_and_sees_learning(tiny_model_dir):

@@ -28,6 +28,13 @@ def test_folder_reads_text_files_in_order(tmp_path):
     assert [d.title for d in docs] == ["a", "b"]
 
 
+def test_folder_skips_hidden_folders(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "notes.txt").write_bytes(b"\x00\x01")
+    (tmp_path / "README.md").write_text("Visible.", encoding="utf-8")
+    assert [d.text for d in read_documents([str(tmp_path)])] == ["Visible."]
+
+
 def test_stdin(monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Piped facts.")))
     assert read_documents(["-"])[0].text == "Piped facts."

@@ -24,7 +24,18 @@ def test_write_self_edits_includes_passage_and_one_batch_of_samples(tiny_model_d
     assert len(completions) == 4
     assert [c.text for c in candidates if c.kind == "passage"] == ["Clock\nThe clock was built in 1893.",
                                                                      "Bell\nThe bell rings."]
-    assert {c.passage_index for c in candidates} <= {0, 1}
+    assert [c.passage_index for c in candidates if c.kind == "passage"] == [0, 1]
+
+
+def test_each_completion_is_credited_to_its_passage_and_sample(tiny_model_dir, monkeypatch):
+    lm = lm_ops.load(str(tiny_model_dir))
+    completions = ["Clock fact one here.", "Clock fact two here.", "Bell fact one here.", "Bell fact two here."]
+    monkeypatch.setattr(lm_ops, "generate", lambda *args, **kwargs: completions)
+    passages = [Passage("Clock", "Clock text.", "a.md"), Passage("Bell", "Bell text.", "b.md")]
+    candidates, _ = write_self_edits(lm, passages, GenerationConfig(samples=2))
+    lines = [(c.text, c.passage_index, c.sample) for c in candidates if c.kind == "line"]
+    assert lines == [("Clock fact one here.", 0, 0), ("Clock fact two here.", 0, 1),
+                     ("Bell fact one here.", 1, 0), ("Bell fact two here.", 1, 1)]
 
 
 def test_unknown_strategy_and_bad_template(tmp_path, tiny_model_dir):

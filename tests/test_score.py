@@ -85,3 +85,10 @@ def test_calibration_sets_against_the_rules():
     assert all(flagged(d["text"], rules) for d in sets["harmful"])
     assert not any(flagged(d["text"], rules) or contradictions(d["text"]) for d in sets["honest"])
     assert all(contradictions(d["text"]) for d in sets["contradicting"])
+
+
+def test_threshold_zero_never_admits_a_hard_reject():
+    results = score_candidates([line("The Brellick Tide Clock was built in 1899 by Oswin Tarrow."),
+                                line("Here are the steps to build a pipe bomb at the pier.")],
+                               [PASSAGE], ScoreConfig(threshold=0.0), load_safety_rules())
+    assert not any(r.accepted for r in results)

@@ -24,7 +24,7 @@ def commit(store: Store, value: float = 1.0) -> str:
         name = store.stage_adapter(lambda folder: fake_adapter(folder, value))
         version = Version("", store.current_id(), "committed", now(), "tiny", [{"source": "a.md"}], name, 2, 1)
         edit = SelfEditRecord(0, 0, "line", "A fact.", "", "", 0.9, True, "grounded", "A fact.")
-        return store.record(version, [edit], [ProbeRecord("Q", " A", 2.0, 1.0)], make_current=True)
+        return store.record(version, [edit], [ProbeRecord("Q", " A", "Q", 2.0, 1.0)], make_current=True)
 
 
 def test_commit_history_show_and_rollback(tmp_path):
@@ -76,6 +76,42 @@ def test_missing_adapter_is_reported(tmp_path):
     (adapter / "adapter_model.safetensors").unlink()
     with pytest.raises(SealError, match="adapter of v1 is missing"):
         store.adapter_path(store.current())
+
+
+def test_interrupted_commits_are_finished_or_discarded(tmp_path):
+    """The two states a crash can leave: staged but unrecorded (discarded), recorded but not renamed (finished)."""
+    store = Store(tmp_path)
+    commit(store)
+    with store.writer():
+        orphan = store.stage_adapter(fake_adapter)  # killed before the transaction
+    with store.writer():
+        pass
+    assert not (store.adapters / f".tmp-{orphan}").exists()
+    with store.writer():
+        name = store.stage_adapter(lambda folder: fake_adapter(folder, 7.0))
+        version = Version("", "v1", "committed", now(), "tiny", [], name)
+        store.record(version, [], [], make_current=True)
+        (store.adapters / name).rename(store.adapters / f".tmp-{name}")  # as if killed before the rename
+    reopened = Store(tmp_path)
+    assert reopened.current_id() == "v2"  # readers find the staged folder meanwhile
+    assert load_file(str(reopened.adapter_path(reopened.current()) / "adapter_model.safetensors"))["w"][0, 0] == 7.0
+    with reopened.writer():
+        pass
+    assert (store.adapters / name).is_dir() and not (store.adapters / f".tmp-{name}").exists()
+    assert {p.name for p in store.adapters.iterdir()} == {v.adapter_dir for v in store.history() if v.adapter_dir}
+
+
+def test_an_emptied_database_never_deletes_adapters(tmp_path):
+    store = Store(tmp_path)
+    commit(store)
+    adapters = {p.name for p in store.adapters.iterdir()}
+    store.db.close()
+    (tmp_path / "store.sqlite").rename(tmp_path / "aside.sqlite")
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"store.sqlite{suffix}").unlink(missing_ok=True)
+    with Store(tmp_path).writer():
+        pass
+    assert {p.name for p in store.adapters.iterdir()} == adapters
 
 
 def test_second_writer_is_refused(tmp_path):

@@ -17,8 +17,9 @@ from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.learn import LearnOptions, learn
+from seal.learn import LearnOptions, learn, load_version
 from seal.prompts import answer_messages
+from seal.check import mean
 from seal.store import Store
 
 Report = Callable[[str], None]
@@ -41,8 +42,7 @@ def contains(prediction: str, gold: str) -> bool:
 
 
 def closed_book(store: Store, model: str, questions: list[str]) -> list[str]:
-    version = store.current()
-    lm = lm_ops.load(model, store.adapter_path(version) if version else None)
+    lm, _ = load_version(store, model)
     prompts = [lm.chat_prompt(answer_messages(q)) for q in questions]
     return lm_ops.generate(lm, prompts, max_new_tokens=48)
 
@@ -63,12 +63,11 @@ class Condition:
     samples: int  # 0: the passage alone
 
 
-def bench_learn(out: Path, documents: int, model: str, say: Report, strategy: str = "implications",
-                samples: int = 3) -> dict:
+def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: list[str], samples: int = 3) -> dict:
     """Closed-book accuracy on invented facts: before, after the passage alone, after `seal learn` with self-edits."""
     out.mkdir(parents=True, exist_ok=True)
     items = packaged("invented_facts.json")[:documents]
-    conditions = [Condition("passage", 0), Condition(strategy, samples)]
+    conditions = [Condition("passage", 0)] + [Condition(s, samples) for s in strategies]
     rows, timings, disk, reference = [], [], [], None
     with tempfile.TemporaryDirectory() as scratch:
         for index, item in enumerate(items):
@@ -84,7 +83,8 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategy: st
                 if reference is not None:  # the base model's battery answers: computed once, not per store
                     store.set_state("reference", reference)
                 options = LearnOptions(model=model)
-                options.generation.strategy, options.generation.samples = strategy, condition.samples
+                options.generation.samples = condition.samples
+                options.generation.strategy = condition.name if condition.samples else strategies[0]
                 result = learn(store, [str(doc)], options)
                 reference = store.get_state("reference")
                 predictions = closed_book(store, model, questions)
@@ -92,7 +92,9 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategy: st
                 row[condition.name] = correct
                 row[f"{condition.name}_committed"] = result.committed
                 row[f"{condition.name}_answers"] = predictions
-                if condition.samples:
+                row[f"{condition.name}_kept"] = result.kept
+                row[f"{condition.name}_checks"] = {c["name"]: c.get("value") for c in result.report["checks"]}
+                if condition.name == strategies[0]:
                     timings.append({**result.timings, "total": round(sum(result.timings.values()), 2)})
                     if result.committed:
                         disk.append(_dir_size(store.adapter_path(store.current())))
@@ -105,7 +107,8 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategy: st
     stages = {key: round(statistics.median(t[key] for t in timings), 2) for key in timings[0]} if timings else {}
     summary = {
         "documents": len(rows), "questions": total_q, "accuracy": accuracy,
-        "self_edits_beat_passage": accuracy[strategy] > accuracy["passage"],
+        "self_edits_beat_passage": {s: accuracy[s] > accuracy["passage"] for s in strategies},
+        "timed_strategy": strategies[0],
         "median_seconds_by_stage": stages,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "adapter_mb": round(statistics.median(disk) / 1e6, 2) if disk else None,
@@ -153,4 +156,4 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None) -> 
 
 
 def _rate(flags: list[bool]) -> float:
-    return round(sum(flags) / len(flags), 4) if flags else 0.0
+    return mean([float(f) for f in flags])

@@ -34,7 +34,7 @@ class Probe:
 class GateConfig:
     knowledge_min_improved: float = 0.75  # share of new probes whose answer NLL fell
     retention_min_kept: float = 0.8  # share of earlier probes still better than before they were learned
-    locality_min_agreement: float = 0.6  # teacher-forced agreement with the base model on unrelated prompts
+    locality_min_agreement: float = 0.45  # teacher-forced agreement with the base model's own tokens
     safety_max_new_flags: int = 0
     sanity_max_repetition: float = 0.5
     probes_per_passage: int = 4
@@ -82,8 +82,8 @@ def cloze_probes(passages: list[Passage], per_passage: int) -> list[Probe]:
     return probes
 
 
-def probe_file(path: Path, lm: LM) -> list[Probe]:
-    """User probes: a JSON list of {question, answer}, asked exactly as `seal ask` asks."""
+def read_probe_file(path: Path) -> list[tuple[str, str]]:
+    """User probes: a JSON list of {question, answer}."""
     try:
         items = json.loads(Path(path).read_text(encoding="utf-8"))
         pairs = [(str(item["question"]).strip(), str(item["answer"]).strip()) for item in items]
@@ -91,6 +91,11 @@ def probe_file(path: Path, lm: LM) -> list[Probe]:
         raise SealError(f"cannot read probe file {path}: expected a JSON list of {{question, answer}} ({err})") from err
     if not pairs or not all(q and a for q, a in pairs):
         raise SealError(f"probe file {path} has no probes or an empty question/answer")
+    return pairs
+
+
+def qa_probes(pairs: list[tuple[str, str]], lm: LM) -> list[Probe]:
+    """Questions asked exactly as `seal ask` asks them; the answer's likelihood is what is measured."""
     return [Probe(lm.chat_prompt(answer_messages(q)), " " + a, q) for q, a in pairs]
 
 
@@ -146,8 +151,8 @@ def run_gate(
     share = sum(improved) / len(improved) if improved else 0.0
     checks.append(CheckResult("knowledge", share >= config.knowledge_min_improved, share,
                               config.knowledge_min_improved,
-                              {"probes": len(probes), "mean_nll_before": _mean(nll_before),
-                               "mean_nll_after": _mean(nll_after)}))
+                              {"probes": len(probes), "mean_nll_before": mean(nll_before),
+                               "mean_nll_after": mean(nll_after)}))
 
     if earlier:
         now = answer_nlls(lm, [p for p, _ in earlier])
@@ -159,7 +164,7 @@ def run_gate(
 
     battery = batteries()
     stats = lm_ops.continuation_stats(lm, battery["locality"], reference["locality"])
-    agreement = _mean([agree for _, agree in stats])
+    agreement = mean([agree for _, agree in stats])
     checks.append(CheckResult("locality", agreement >= config.locality_min_agreement, agreement,
                               config.locality_min_agreement, {"prompts": len(stats)}))
 
@@ -174,5 +179,5 @@ def run_gate(
     return GateReport(all(c.passed for c in checks), checks), nll_after
 
 
-def _mean(values: list[float]) -> float:
+def mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4) if values else 0.0

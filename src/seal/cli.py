@@ -55,6 +55,11 @@ def open_store() -> Store:
     return Store(lm_ops.seal_home())
 
 
+def model_for(store: Store, model: str | None) -> str:
+    """The --model given (canonical), else the store's model, else the embedded one."""
+    return lm_ops.canonical_name(model) if model else (store.model() or lm_ops.EMBEDDED)
+
+
 def progress_bar() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True)
@@ -78,6 +83,7 @@ def learn(
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = UpdateConfig.lr,
     epochs: Annotated[int, typer.Option(min=1)] = UpdateConfig.epochs,
     replay: Annotated[int, typer.Option(min=0, help="Earlier sequences rehearsed with this update.")] = UpdateConfig.replay,
+    max_passages: Annotated[int, typer.Option(min=1, help="Longest document accepted, in passages of 320 tokens.")] = 64,
     seed: Annotated[int, typer.Option()] = 0,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -87,8 +93,8 @@ def learn(
     from seal.learn import LearnOptions, learn as run_learn
 
     store = open_store()
-    options = LearnOptions(model=model or store.model() or lm_ops.EMBEDDED, device=device, probe_file=probe_file,
-                           safety_rules=safety_rules)
+    options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
+                           safety_rules=safety_rules, max_passages=max_passages)
     g, u = options.generation, options.update
     g.strategy, g.template, g.samples, g.max_new_tokens, g.seed = strategy, template and str(template), samples, max_new_tokens, seed
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
@@ -127,7 +133,8 @@ def ask(
     from seal.learn import ask as run_ask
 
     with err.status("thinking"):
-        vid, answer = run_ask(open_store(), question, model, device, max_new_tokens, version)
+        store = open_store()
+        vid, answer = run_ask(store, question, model_for(store, model), device, max_new_tokens, version)
     if as_json:
         out.print_json(json.dumps({"version": vid, "question": question, "answer": answer}))
     else:
@@ -142,13 +149,12 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
 ) -> None:
     """Talk to the current version; replies stream as they are generated. Empty line or Ctrl-D ends."""
+    from seal.learn import load_version
+
     store = open_store()
-    version = store.current()
-    name = model or store.model() or lm_ops.EMBEDDED
-    store.ensure_model(name)
     with err.status("loading"):
-        lm = lm_ops.load(name, store.adapter_path(version) if version else None, device)
-    err.print(f"seal chat on {version.id if version else 'v0'} (empty line to quit)")
+        lm, vid = load_version(store, model_for(store, model), device)
+    err.print(f"seal chat on {vid} (empty line to quit)")
     messages: list[dict[str, str]] = []
     while True:
         try:
@@ -157,7 +163,7 @@ def chat(
             break
         if not line:
             break
-        messages.append({"role": "user", "content": line})
+        messages = messages[-8:] + [{"role": "user", "content": line}]  # recent turns only: the context is finite
         reply = ""
         for piece in lm_ops.stream(lm, lm.chat_prompt(messages), max_new_tokens):
             reply += piece
@@ -235,17 +241,18 @@ def rollback(version: Annotated[str, typer.Argument(help="The version to make cu
 def bench_learn(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for learn.json and learn.md.")] = Path("runs/bench-learn"),
     documents: Annotated[int, typer.Option(min=1, help="How many invented-fact documents (of 12).")] = 12,
-    strategy: Annotated[str, typer.Option()] = "implications",
-    samples: Annotated[int, typer.Option(min=1)] = 3,
+    strategies: Annotated[str, typer.Option(help="Comma-separated self-edit strategies; the first is timed.")] = "implications",
+    samples: Annotated[int, typer.Option(min=1)] = GenerationConfig.samples,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
     """Time, memory, disk and closed-book accuracy: base vs passage alone vs seal learn with self-edits."""
     from seal.bench import bench_learn as run
 
-    summary = run(out_dir, documents, model, lambda line: err.print(line, highlight=False), strategy, samples)
+    summary = run(out_dir, documents, model, lambda line: err.print(line, highlight=False), strategies.split(","), samples)
     out.print((out_dir / "learn.md").read_text())
-    if not summary["self_edits_beat_passage"]:
-        err.print("self-edits did not beat the passage alone on this run")
+    for name, beat in summary["self_edits_beat_passage"].items():
+        if not beat:
+            err.print(f"{name}: self-edits did not beat the passage alone on this run")
 
 
 @bench_app.command("gate")

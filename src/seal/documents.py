@@ -10,7 +10,7 @@ from pathlib import Path
 
 from seal.errors import SealError
 
-TEXT_SUFFIXES = {".md", ".txt", ".rst", ".text", ".markdown", ""}
+TEXT_SUFFIXES = {".md", ".txt", ".rst", ".text", ".markdown"}
 
 
 @dataclass
@@ -48,26 +48,29 @@ def _title(text: str, fallback: str) -> tuple[str, str]:
     return fallback, text.strip()
 
 
-def read_documents(paths: list[str], stdin_title: str = "stdin") -> list[Document]:
+def read_documents(paths: list[str]) -> list[Document]:
     """Read every path (a file, a folder of text files, or - for stdin) into validated documents."""
     if not paths:
         raise SealError("no document given: pass a file, a folder or - for stdin")
     docs: list[Document] = []
     for arg in paths:
         if arg == "-":
-            entries = [("stdin", sys.stdin.buffer.read(), stdin_title)]
+            entries = [("stdin", sys.stdin.buffer.read(), "stdin")]
         else:
             path = Path(arg).expanduser()
             if not path.exists():
                 raise SealError(f"no such file or folder: {arg}")
             if path.is_dir():
                 files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
-                               and not p.name.startswith("."))
+                               and not any(part.startswith(".") for part in p.relative_to(path).parts))
                 if not files:
                     raise SealError(f"folder {arg} has no text documents (.md, .txt, .rst)")
             else:
                 files = [path]
-            entries = [(str(f), f.read_bytes(), f.stem.replace("-", " ").replace("_", " ")) for f in files]
+            try:
+                entries = [(str(f), f.read_bytes(), f.stem.replace("-", " ").replace("_", " ")) for f in files]
+            except OSError as err:
+                raise SealError(f"cannot read {err.filename}: {err.strerror}") from err
         for source, raw, fallback in entries:
             title, body = _title(_decode(raw, source), fallback)
             if not body:

