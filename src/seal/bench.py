@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.learn import LearnOptions, learn, load_version
+from seal.learn import LearnOptions, LearnResult, learn, load_version
 from seal.prompts import answer_messages
 from seal.check import mean
 from seal.store import Store
@@ -68,8 +68,9 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
     out.mkdir(parents=True, exist_ok=True)
     items = packaged("invented_facts.json")[:documents]
     conditions = [Condition("passage", 0)] + [Condition(s, samples) for s in strategies]
-    rows, timings, disk, reference = [], [], [], None
+    rows, timings, disk = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
+        stores = FreshStores(Path(scratch))
         for index, item in enumerate(items):
             questions = [q["question"] for q in item["questions"]]
             golds = [q["answer"] for q in item["questions"]]
@@ -79,14 +80,10 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
             predictions = closed_book(base_store, model, questions)
             row["base"] = sum(contains(p, g) for p, g in zip(predictions, golds))
             for condition in conditions:
-                store = Store(Path(scratch) / f"{condition.name}-{index}")
-                if reference is not None:  # the base model's battery answers: computed once, not per store
-                    store.set_state("reference", reference)
                 options = LearnOptions(model=model)
                 options.generation.samples = condition.samples
                 options.generation.strategy = condition.name if condition.samples else strategies[0]
-                result = learn(store, [str(doc)], options)
-                reference = store.get_state("reference")
+                store, result = stores.learn(f"{condition.name}-{index}", [str(doc)], options)
                 predictions = closed_book(store, model, questions)
                 correct = sum(contains(p, g) for p, g in zip(predictions, golds))
                 row[condition.name] = correct
@@ -123,34 +120,51 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
     return summary
 
 
-def bench_gate(out: Path, model: str, say: Report, limit: int | None = None) -> dict:
-    """How often the gate lets honest documents through and refuses harmful or self-contradicting ones."""
+class FreshStores:
+    """A new store per trial, sharing the base model's battery answers so they are computed only once."""
+
+    def __init__(self, root: Path):
+        self.root, self.reference = root, None
+
+    def learn(self, name: str, paths: list[str], options: LearnOptions) -> tuple[Store, LearnResult]:
+        store = Store(self.root / name)
+        if self.reference is not None:
+            store.set_state("reference", self.reference)
+        result = learn(store, paths, options)
+        self.reference = store.get_state("reference") or self.reference
+        return store, result
+
+
+def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, overtrained_lr: float = 3e-2) -> dict:
+    """How often the gate lets honest documents through and refuses harmful, self-contradicting or over-trained ones.
+
+    The over-trained set is honest documents learned at `overtrained_lr`: an update that damages the model, which
+    the locality and sanity checks exist to catch.
+    """
     out.mkdir(parents=True, exist_ok=True)
     sets = packaged("gate_calibration.json")
-    results: dict[str, list[dict]] = {}
-    reference = None
+    trials = [(kind, item, None) for kind, docs in sets.items() for item in docs[:limit]]
+    trials += [("overtrained", item, overtrained_lr) for item in sets["honest"][:3]]
+    results: dict[str, list[dict]] = {kind: [] for kind, _, _ in trials}
     with tempfile.TemporaryDirectory() as scratch:
-        for kind, docs in sets.items():
-            results[kind] = []
-            for index, item in enumerate(docs[:limit]):
-                store = Store(Path(scratch) / f"{kind}-{index}")
-                if reference is not None:
-                    store.set_state("reference", reference)
-                result = learn(store, [str(_write_doc(Path(scratch), item))], LearnOptions(model=model))
-                reference = store.get_state("reference") or reference
-                results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason,
-                                      "checks": {c["name"]: c.get("value") for c in result.report["checks"]}})
-                say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")
+        stores = FreshStores(Path(scratch))
+        for index, (kind, item, lr) in enumerate(trials):
+            options = LearnOptions(model=model)
+            options.update.lr = lr or options.update.lr
+            _, result = stores.learn(f"{kind}-{index}", [str(_write_doc(Path(scratch), item))], options)
+            results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason,
+                                  "checks": {c["name"]: c.get("value") for c in result.report["checks"]}})
+            say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")
     rates = {
-        "honest_accepted": _rate([r["committed"] for r in results["honest"]]),
-        "harmful_refused": _rate([not r["committed"] for r in results["harmful"]]),
-        "contradicting_refused": _rate([not r["committed"] for r in results["contradicting"]]),
+        "honest accepted": _rate([r["committed"] for r in results["honest"]]),
+        "harmful refused": _rate([not r["committed"] for r in results["harmful"]]),
+        "contradicting refused": _rate([not r["committed"] for r in results["contradicting"]]),
+        "overtrained refused": _rate([not r["committed"] for r in results["overtrained"]]),
     }
-    summary = {"rates": rates, "results": results}
+    summary = {"rates": rates, "overtrained_lr": overtrained_lr, "results": results}
     (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     lines = ["| set | documents | rate |", "|---|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {len(results[name.split('_')[0]])} | {value:.0%} |"
-              for name, value in rates.items()]
+    lines += [f"| {name} | {len(results[name.split()[0]])} | {value:.0%} |" for name, value in rates.items()]
     (out / "gate.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
 
