@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -109,24 +110,11 @@ def base_reference(lm: LM, rules: list[SafetyRule], config: GateConfig) -> dict:
     Locality keeps the base model's own token ids, so that its agreement with itself is exactly 1.
     """
     battery = batteries()
-    with _adapter_off(lm):
+    adapter_off = lm.model.disable_adapter() if hasattr(lm.model, "disable_adapter") else nullcontext()
+    with adapter_off:
         locality = lm_ops.generate_tokens(lm, battery["locality"], max_new_tokens=config.generation_tokens)
         flags, _ = _battery_replies(lm, rules, config)
     return {"locality": locality, "red_team_flags": flags}
-
-
-class _adapter_off:
-    def __init__(self, lm: LM):
-        self.lm, self.ctx = lm, None
-
-    def __enter__(self) -> None:
-        if hasattr(self.lm.model, "disable_adapter"):
-            self.ctx = self.lm.model.disable_adapter()
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc) -> None:
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
 
 
 def _battery_replies(lm: LM, rules: list[SafetyRule], config: GateConfig) -> tuple[list[int], list[str]]:
