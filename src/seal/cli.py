@@ -112,7 +112,7 @@ def learn(
         out.print_json(json.dumps(asdict(result)))
     elif result.committed:
         out.print(f"[green]committed {result.version}[/green]: kept {result.kept} self-edits, rejected "
-                  f"{result.rejected}; checks passed in {sum(result.timings.values()):.0f}s")
+                  f"{result.rejected}; all checks passed; {sum(result.timings.values()):.0f}s in all")
     if not result.committed:
         err.print(f"[red]rolled back[/red] ({result.version} recorded, current version unchanged): {result.reason}",
                   highlight=False)

@@ -102,13 +102,15 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     order = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    steps_per_epoch = -(-len(pack(tokenized, config.pack_tokens)) // config.batch_size)
-    total = steps_per_epoch * config.epochs
+    # Packing follows each epoch's shuffle, so the row count can vary a little: the total is an estimate.
+    total = -(-len(pack(tokenized, config.pack_tokens)) // config.batch_size) * config.epochs
     losses: list[float] = []
+    last_epoch: list[float] = []
     lm.model.train()
     for _ in range(config.epochs):
         order.shuffle(tokenized)
         rows = pack(tokenized, config.pack_tokens)
+        last_epoch = []
         for first in range(0, len(rows), config.batch_size):
             batch = _batch(rows[first : first + config.batch_size], lm.tokenizer.pad_token_id, lm.device)
             loss = lm.model(**batch).loss
@@ -116,10 +118,11 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            last_epoch.append(losses[-1])
             if on_step:
                 on_step(len(losses), total, losses[-1])
     lm.model.eval()
-    tail = losses[-steps_per_epoch:] if losses else [0.0]
     return TrainStats(sequences=len(tokenized), tokens=sum(map(len, tokenized)) * config.epochs, steps=len(losses),
-                      first_loss=round(losses[0] if losses else 0.0, 4), final_loss=round(sum(tail) / len(tail), 4),
+                      first_loss=round(losses[0] if losses else 0.0, 4),
+                      final_loss=round(sum(last_epoch) / len(last_epoch), 4) if last_epoch else 0.0,
                       seconds=round(time.perf_counter() - start, 2))
