@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from seal import model as lm_ops
 from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.generate import Candidate
@@ -161,8 +162,6 @@ class Judge:
         if spec == "self":
             self.lm = self_lm
         elif not spec.startswith(("http://", "https://")):
-            from seal import model as lm_ops
-
             self.lm = lm_ops.load(spec)
 
     def question(self, passage: Passage, text: str) -> str:
@@ -173,8 +172,6 @@ class Judge:
         return [self._remote(passage, t) for t in texts] if self.lm is None else self._local(passage, texts)
 
     def _local(self, passage: Passage, texts: list[str]) -> list[float]:
-        from seal import model as lm_ops
-
         prompts = [self.lm.chat_prompt([{"role": "user", "content": self.question(passage, t)}]) for t in texts]
         yes = lm_ops.continuation_stats(self.lm, prompts, ["Yes"] * len(prompts))
         no = lm_ops.continuation_stats(self.lm, prompts, ["No"] * len(prompts))
