@@ -62,9 +62,9 @@ def _sources(docs: list[Document]) -> list[dict]:
     return [{"source": d.source, "title": d.title, "sha256": d.sha256} for d in docs]
 
 
-def _replay(store: Store, parent: Version | None, budget: int, seed: int) -> list[str]:
+def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[str]:
     """Earlier versions' training texts: every earlier passage, then a seeded sample of their self-edits."""
-    if parent is None or budget <= 0:
+    if budget <= 0:
         return []
     passages, others = [], []
     for version in store.lineage(parent.id):
@@ -108,8 +108,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 
         step("load", 0, 1)
         store.ensure_model(options.model, pin=True)
-        parent = store.current()
-        lm = lm_ops.load(options.model, store.adapter_path(parent) if parent else None, options.device, trainable=True)
+        parent = store.get(store.current_id())  # v0, the base model, until something is committed
+        lm = lm_ops.load(options.model, store.adapter_path(parent), options.device, trainable=True)
         count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
                                                                              options.max_passages)]
@@ -135,7 +135,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("score")
 
         earlier = [(Probe(p.prompt, p.answer, p.label), p.nll_before)
-                   for v in (store.lineage(parent.id) if parent else []) for p in store.probes(v.id)]
+                   for v in store.lineage(parent.id) for p in store.probes(v.id)]
         reference_json = store.get_state("reference")
         if reference_json is None:
             reference = base_reference(lm, rules, options.gate)
@@ -167,7 +167,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
                       "config": {"generation": asdict(options.generation), "update": update_used,
                                  "threshold": options.scoring.threshold}}
-        version = Version("", parent.id if parent else "v0", "committed" if report.passed else "rolled_back", now(),
+        version = Version("", parent.id, "committed" if report.passed else "rolled_back", now(),
                           options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(),
                           "" if report.passed else report.reason)
         if report.passed:
