@@ -16,7 +16,9 @@ from rich.table import Table
 
 from seal import model as lm_ops
 from seal.errors import SealError
+from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
 from seal.generate import GenerationConfig
+from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, load_version
 from seal.score import ScoreConfig
 from seal.update import UpdateConfig
 from seal.store import Store
@@ -83,15 +85,13 @@ def learn(
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = UpdateConfig.lr,
     epochs: Annotated[int, typer.Option(min=1)] = UpdateConfig.epochs,
     replay: Annotated[int, typer.Option(min=0, help="Earlier sequences rehearsed with this update.")] = UpdateConfig.replay,
-    max_passages: Annotated[int, typer.Option(min=1, help="Longest document accepted, in passages of 320 tokens.")] = 64,
+    max_passages: Annotated[int, typer.Option(min=1, help="Longest document accepted, in passages of 320 tokens.")] = LearnOptions.max_passages,
     seed: Annotated[int, typer.Option()] = 0,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
-    from seal.learn import LearnOptions, learn as run_learn
-
     store = open_store()
     options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
                            safety_rules=safety_rules, max_passages=max_passages)
@@ -130,8 +130,6 @@ def ask(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer a question from the current version's weights (no retrieval)."""
-    from seal.learn import ask as run_ask
-
     with err.status("thinking"):
         store = open_store()
         vid, answer = run_ask(store, question, model_for(store, model), device, max_new_tokens, version)
@@ -149,8 +147,6 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
 ) -> None:
     """Talk to the current version; replies stream as they are generated. Empty line or Ctrl-D ends."""
-    from seal.learn import load_version
-
     store = open_store()
     with err.status("loading"):
         lm, vid = load_version(store, model_for(store, model), device)
@@ -246,9 +242,7 @@ def bench_learn(
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
     """Time, memory, disk and closed-book accuracy: base vs passage alone vs seal learn with self-edits."""
-    from seal.bench import bench_learn as run
-
-    summary = run(out_dir, documents, model, lambda line: err.print(line, highlight=False), strategies.split(","), samples)
+    summary = run_bench_learn(out_dir, documents, model, lambda line: err.print(line, highlight=False), strategies.split(","), samples)
     out.print((out_dir / "learn.md").read_text())
     for name, beat in summary["self_edits_beat_passage"].items():
         if not beat:
@@ -263,7 +257,5 @@ def bench_gate(
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
     """The gate's calibration: honest documents accepted, harmful and self-contradicting ones refused."""
-    from seal.bench import bench_gate as run
-
-    run(out_dir, model, lambda line: err.print(line, highlight=False), limit)
+    run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit)
     out.print((out_dir / "gate.md").read_text())
