@@ -3,6 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEAL := $(VENV)/bin/seal
 DEMO_HOME ?= $(CURDIR)/.seal-demo
+SQUAD ?= ../shared/data/squad/squad_dev_passages.json
 
 .PHONY: install demo test bench clean-demo
 
@@ -28,6 +29,13 @@ test: install
 bench: install
 	$(SEAL) bench learn --out runs/bench-learn
 	$(SEAL) bench gate --out runs/bench-gate
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/ki-50 --passages 50 \
+		--conditions base,in-context,passage,implications,oracle-qa
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-10 --passages 10 --conditions implications \
+		--samples 3 --repeats 2
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/prompts-10 --passages 10 \
+		--conditions implications+filter,rewrite,self-qa
 
 clean-demo:
 	rm -rf $(DEMO_HOME)

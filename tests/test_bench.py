@@ -1,24 +1,6 @@
 import json
 
-import pytest
-
-from seal.bench import bench_learn, contains, normalize
-
-
-@pytest.mark.parametrize("prediction, gold, expected", [
-    ("The Orvane K7 weighs 842 grams.", "842 grams", True),
-    ("It launched on September 3, 2026.", "September 3, 2026", True),
-    ("It costs 2,349 dollars", "2349 dollars", True),
-    ("Designed by Idris Holloway-Penn.", "Idris Holloway-Penn", True),
-    ("The answer is 84 grams.", "842 grams", False),
-    ("", "Scarrow Vale", False),
-])
-def test_containment_grading(prediction, gold, expected):
-    assert contains(prediction, gold) is expected
-
-
-def test_normalize_drops_articles_punctuation_and_case():
-    assert normalize("The  Hennick Apiary!") == "hennick apiary"
+from seal.bench import bench_learn
 
 
 def test_bench_learn_writes_its_files(tmp_path, tiny_model_dir, monkeypatch):

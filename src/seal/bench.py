@@ -9,7 +9,6 @@ import json
 import re
 import resource
 import statistics
-import string
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.grading import contains
 from seal.learn import LearnOptions, LearnResult, learn, load_version
 from seal.prompts import answer_messages
 from seal.check import mean
@@ -27,18 +27,6 @@ Report = Callable[[str], None]
 
 def packaged(name: str) -> object:
     return json.loads(resources.files("seal").joinpath(f"data/{name}").read_text(encoding="utf-8"))
-
-
-def normalize(text: str) -> str:
-    text = text.lower().replace(",", "")
-    text = "".join(ch for ch in text if ch not in set(string.punctuation) - {"."})
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.rstrip(".").split())
-
-
-def contains(prediction: str, gold: str) -> bool:
-    """Containment grading: a small model answers in full sentences, so exact match says almost nothing."""
-    return normalize(gold) in normalize(prediction)
 
 
 def closed_book(store: Store, model: str, questions: list[str]) -> list[str]:

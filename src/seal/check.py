@@ -40,6 +40,7 @@ class GateConfig:
     sanity_max_repetition: float = 0.5
     probes_per_passage: int = 4
     generation_tokens: int = 32
+    enforce: bool = True  # False: run and record every check, but commit the update whatever they say
 
 
 @dataclass

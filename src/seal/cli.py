@@ -18,7 +18,9 @@ from seal import model as lm_ops
 from seal.errors import SealError
 from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
 from seal.generate import GenerationConfig
+from seal.knowledge import KnowledgeConfig, run_knowledge
 from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, load_version
+from seal.report import report
 from seal.score import ScoreConfig
 from seal.update import UpdateConfig
 from seal.store import Store
@@ -259,3 +261,65 @@ def bench_gate(
     """The gate's calibration: honest documents accepted, harmful and self-contradicting ones refused."""
     run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit)
     out.print((out_dir / "gate.md").read_text())
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@bench_app.command("knowledge")
+@friendly
+def bench_knowledge(
+    data: Annotated[str, typer.Option(help="Passages with questions: SEAL's SQuAD format or SQuAD v1.1's JSON.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder; rerun with the same folder to resume.")] = Path("runs/knowledge"),
+    mode: Annotated[str, typer.Option(help="single (one update per passage), cpt (one update over all) or continual.")] = "single",
+    conditions: Annotated[str, typer.Option(help="Comma-separated: base, in-context, passage, oracle-qa, a strategy "
+                                                 "(implications, implications-long, rewrite, self-qa: every line "
+                                                 "trained on, as in SEAL), a strategy+filter (only the lines seal's "
+                                                 "evaluator keeps), policy:PATH, external:FILE.")] = "base,passage,implications,oracle-qa",
+    passages: Annotated[int, typer.Option(min=1, help="Passages, chosen by a seeded shuffle.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the passage shuffle.")] = 42,
+    samples: Annotated[int, typer.Option(min=1, help="Self-edits sampled per passage and condition.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Updates per self-edit, with different seeds.")] = 1,
+    sequence: Annotated[int, typer.Option(min=1, help="Continual mode: passages learned in sequence.")] = 8,
+    arms: Annotated[str, typer.Option(help="Continual mode: gate, no-gate, no-gate-no-replay.")] = "gate,no-gate",
+    epochs: Annotated[int, typer.Option(min=1, help="Inner LoRA update (default: the loop's).")] = UpdateConfig.epochs,
+    lr: Annotated[float, typer.Option(help="Inner LoRA learning rate.")] = UpdateConfig.lr,
+    rank: Annotated[int, typer.Option(min=1, help="Inner LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
+    judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint for an LLM judge "
+                                                          "(default: the local rule judge).")] = None,
+    judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
+    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """SEAL's knowledge-incorporation experiment: closed-book QA after each condition's update, with intervals."""
+    config = KnowledgeConfig(data=data, conditions=_split(conditions), mode=mode, passages=passages, seed=seed,
+                             samples=samples, repeats=repeats, sequence=sequence, arms=_split(arms), model=model,
+                             device=device, judge_url=judge_url, judge_model=judge_model,
+                             generation=GenerationConfig(samples=samples),
+                             update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank))
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        run_knowledge(out_dir, config, tick)
+    report(out_dir)
+    out.print((out_dir / "results.md").read_text())
+
+
+@bench_app.command("report")
+@friendly
+def bench_report(run: Annotated[Path, typer.Argument(help="A run folder of `seal bench knowledge`.")],
+                 as_json: JsonFlag = False) -> None:
+    """Summary JSON, markdown table and plots from a finished or partial run."""
+    summary = report(run)
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print((run / "results.md").read_text())
+        err.print("plots: " + ", ".join(summary["plots"]))

@@ -167,14 +167,15 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
                       "config": {"generation": asdict(options.generation), "update": update_used,
                                  "threshold": options.scoring.threshold}}
-        version = Version("", parent.id, "committed" if report.passed else "rolled_back", now(),
-                          options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(),
-                          "" if report.passed else report.reason)
-        if report.passed:
+        keep = report.passed or not options.gate.enforce
+        reason = "" if report.passed else report.reason if not keep else f"gate off; it would refuse: {report.reason}"
+        version = Version("", parent.id, "committed" if keep else "rolled_back", now(),
+                          options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(), reason)
+        if keep:
             version.adapter_dir = store.stage_adapter(lambda folder: lm.model.save_pretrained(str(folder)))
-        vid = store.record(version, edits, probe_records, make_current=report.passed)
+        vid = store.record(version, edits, probe_records, make_current=keep)
         lap("commit")
-    return LearnResult(vid, report.passed, version.reason, kept, rejected, timings, report.to_dict(), stats_dict)
+    return LearnResult(vid, keep, version.reason, kept, rejected, timings, report.to_dict(), stats_dict)
 
 
 def load_version(store: Store, model: str | None = None, device: str = "auto",

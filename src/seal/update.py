@@ -47,11 +47,11 @@ class TrainStats:
     seconds: float
 
 
-def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str = "") -> str:
-    """How a candidate is written as training text: QA pairs in the exact form `seal ask` uses."""
+def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str = "", topic: str | None = None) -> str:
+    """How a candidate is written as training text: QA pairs in the exact form questions are later asked."""
     eos = lm.tokenizer.eos_token or ""
     if kind == "qa":
-        return lm.chat_prompt(answer_messages(question)) + answer + eos
+        return lm.chat_prompt(answer_messages(question, topic)) + answer + eos
     return text + eos
 
 

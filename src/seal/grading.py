@@ -1,0 +1,128 @@
+"""Grading closed-book answers, and the statistics that say whether a difference between conditions is real.
+
+Three verdicts per answer, all reported: SQuAD's exact match and token F1 (official normalization), and a judge.
+The default judge is local and rule-based, so grading needs no service: an answer is right when it contains
+every content word of the gold answer (5-character stems, numbers exact). A small model answers in full
+sentences ("The invasion was planned by the duc de Choiseul."), where exact match is 0 and F1 is diluted.
+`RemoteJudge` asks any OpenAI-compatible endpoint a yes/no question instead, as SEAL does with an LLM judge.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import string
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+
+from seal.errors import SealError
+
+ARTICLES = re.compile(r"\b(a|an|the)\b")
+PUNCTUATION = set(string.punctuation)
+STOP_WORDS = frozenset(
+    "a an the of in on at to for by with from and or as is was were are be been it its this that these those "
+    "he she they his her their which who whom what when where why how than then into about over".split())
+
+
+def normalize(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    return " ".join(ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, gold: str) -> bool:
+    return normalize(prediction) == normalize(gold)
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    predicted, expected = normalize(prediction).split(), normalize(gold).split()
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if not predicted or not expected:
+        return float(predicted == expected)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains(prediction: str, gold: str) -> bool:
+    """The normalized gold answer appears, as whole words, inside the normalized prediction."""
+    needle = normalize(gold)
+    return bool(needle) and f" {needle} " in f" {normalize(prediction)} "
+
+
+def _stems(words: list[str]) -> set[str]:
+    return {w if w.isdigit() else w[:5] for w in words}
+
+
+def rule_judge(prediction: str, gold: str) -> bool:
+    """The local judge: every content word of the gold answer (stemmed; numbers exact) is in the prediction."""
+    words = normalize(gold).split()
+    content = [w for w in words if w not in STOP_WORDS] or words
+    return bool(content) and _stems(content) <= _stems(normalize(prediction).split())
+
+
+@dataclass
+class Grade:
+    em: bool
+    f1: float
+    contains: bool
+    judge: bool
+
+
+def grade(prediction: str, gold: str, judge: "RemoteJudge | None" = None, question: str = "") -> Grade:
+    verdict = judge.verdict(question, gold, prediction) if judge else rule_judge(prediction, gold)
+    return Grade(exact_match(prediction, gold), round(token_f1(prediction, gold), 4), contains(prediction, gold),
+                 verdict)
+
+
+class RemoteJudge:
+    """Any OpenAI-compatible chat endpoint, asked whether the answer means the same as the gold answer."""
+
+    def __init__(self, url: str, model: str):
+        self.url, self.model = url.rstrip("/"), model
+
+    def verdict(self, question: str, gold: str, prediction: str) -> bool:
+        prompt = (f"Question: {question}\nReference answer: {gold}\nStudent answer: {prediction}\n\n"
+                  "Does the student answer give the same answer as the reference? Reply with yes or no.")
+        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 3,
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        request = urllib.request.Request(self.url + "/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                reply = str(json.loads(response.read())["choices"][0]["message"]["content"] or "")
+        except (OSError, LookupError, TypeError, ValueError) as err:
+            raise SealError(f"judge at {self.url} failed: {err!r}") from err
+        return reply.strip().lower().startswith("yes")
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def bootstrap(values: list[float], resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> Interval:
+    """Percentile bootstrap of the mean over units (passages): resample units with replacement."""
+    if not values:
+        raise ValueError("bootstrap needs at least one value")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return Interval(sum(values) / n, means[int(tail * (resamples - 1))], means[int((1 - tail) * (resamples - 1))])
+
+
+def paired(first: dict[int, float], second: dict[int, float], resamples: int = 10_000, seed: int = 0) -> Interval:
+    """Bootstrap of the mean per-unit difference second - first, over the units both have."""
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        raise ValueError("the two conditions share no passages")
+    return bootstrap([second[k] - first[k] for k in shared], resamples, seed)

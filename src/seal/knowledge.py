@@ -1,0 +1,489 @@
+"""`seal bench knowledge`: SEAL's knowledge-incorporation experiments, as one resumable recipe.
+
+Single-passage mode: for each passage and condition, start from the base weights, apply the condition's update,
+answer the passage's questions closed-book (its title as the topic), grade, and discard the update.
+CPT mode: one update over all selected passages, then all questions. Continual mode: `seal learn` on K passages
+in sequence (gate on, and gate off), evaluating every passage after every step: the forgetting matrix.
+
+A run folder holds config.json and trials.jsonl; each finished unit of work is appended (and fsynced) as one
+JSON line, so a killed run restarted with the same --out skips what is done. Every trial is seeded from its own
+key, never from the order work happens in, so a resumed run gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from peft.tuners.lora import LoraLayer
+
+from seal import model as lm_ops
+from seal.documents import Passage
+from seal.errors import SealError
+from seal.generate import GenerationConfig, candidates_from, write_self_edits
+from seal.grading import RemoteJudge, grade
+from seal.learn import LearnOptions, learn, load_version
+from seal.model import LM
+from seal.prompts import STRATEGIES, answer_messages, open_book_messages
+from seal.score import ScoreConfig, load_safety_rules, score_candidates
+from seal.store import Store
+from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
+
+Progress = Callable[[str, int, int], None]  # (condition, done, total)
+FIXED = ("base", "in-context", "passage", "oracle-qa")
+FILTERED = "+filter"  # a strategy whose self-edits pass the loop's evaluator first, as in `seal learn`
+ARMS = {"gate": "the loop as shipped: replay and the gate", "no-gate": "replay, every update kept",
+        "no-gate-no-replay": "every update kept, no replay (SEAL's continual setting)"}
+
+
+@dataclass
+class Item:
+    """One passage with its questions; `id` is its index in the data file, stable across runs."""
+
+    id: int
+    title: str
+    context: str
+    questions: list[tuple[str, str]]
+
+
+@dataclass
+class KnowledgeConfig:
+    data: str
+    conditions: list[str]
+    mode: str = "single"  # single | cpt | continual
+    passages: int = 50
+    seed: int = 42
+    samples: int = 1  # self-edits sampled per passage for each self-edit condition
+    repeats: int = 1  # updates per self-edit, with different seeds: the reward's noise
+    sequence: int = 8  # continual mode: passages learned in sequence
+    arms: list[str] = field(default_factory=lambda: ["gate", "no-gate"])
+    model: str = lm_ops.EMBEDDED
+    device: str = "auto"
+    answer_tokens: int = 32
+    judge_url: str | None = None
+    judge_model: str = "gpt-4.1-mini"
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(samples=1))
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+def _entry_error(path: str, index: int, entry: object, problem: str) -> SealError:
+    title = entry.get("title") if isinstance(entry, dict) else None
+    name = f"entry {index}" + (f" ({title!r})" if isinstance(title, str) else "")
+    return SealError(f"{path}: {name} {problem}")
+
+
+def _from_official(data: dict) -> list[dict]:
+    """SQuAD v1.1's official layout ({data: [{title, paragraphs: [{context, qas}]}]}) in SEAL's flat one."""
+    flat = []
+    for article in data["data"]:
+        for paragraph in article.get("paragraphs", []):
+            questions = [{"question": qa.get("question"), "answer": (qa.get("answers") or [{}])[0].get("text")}
+                         for qa in paragraph.get("qas", [])]
+            flat.append({"title": article.get("title", "").replace("_", " "), "context": paragraph.get("context"),
+                         "questions": questions})
+    return flat
+
+
+def load_items(path: str) -> list[Item]:
+    """Passages in SEAL's format ([{title, context, questions: [{question, answer}]}]) or SQuAD v1.1's JSON."""
+    try:
+        raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SealError(f"data file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SealError(f"{path} is not valid JSON: {err}") from err
+    if isinstance(raw, dict) and isinstance(raw.get("data"), list):
+        raw = _from_official(raw)
+    if not isinstance(raw, list) or not raw:
+        raise SealError(f"{path}: expected a non-empty list of {{title, context, questions}} or SQuAD's JSON")
+    items = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise _entry_error(path, index, entry, "is not an object")
+        for key, kind in (("title", str), ("context", str), ("questions", list)):
+            if not isinstance(entry.get(key), kind) or not entry[key]:
+                raise _entry_error(path, index, entry, f"has a missing or empty {key!r}")
+        questions = []
+        for number, qa in enumerate(entry["questions"]):
+            if not isinstance(qa, dict) or not all(isinstance(qa.get(k), str) and qa[k].strip()
+                                                   for k in ("question", "answer")):
+                raise _entry_error(path, index, entry, f"question {number} needs a non-empty question and answer")
+            questions.append((qa["question"].strip(), qa["answer"].strip()))
+        items.append(Item(index, entry["title"].strip(), entry["context"].strip(), questions))
+    return items
+
+
+def select(items: list[Item], count: int, seed: int) -> list[Item]:
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in order[:count]]
+
+
+def load_external(path: str, items: list[Item]) -> dict[int, list[str]]:
+    """Completions per passage from a file in SEAL's format with a `completions` list, matched by context."""
+    try:
+        raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SealError(f"cannot read external self-edits {path}: {err}") from err
+    if not isinstance(raw, list):
+        raise SealError(f"{path}: expected a list of {{title, context, completions}}")
+    by_context = {}
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("context"), str):
+            raise _entry_error(path, index, entry, "has no 'context'")
+        completions = entry.get("completions")
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise _entry_error(path, index, entry, "needs a 'completions' list of strings")
+        by_context[entry["context"].strip()] = completions
+    missing = [item.title for item in items if item.context not in by_context]
+    if missing:
+        raise SealError(f"{path} has no completions for {len(missing)} selected passages, e.g. {missing[0]!r}")
+    return {item.id: by_context[item.context] for item in items}
+
+
+def check_conditions(conditions: list[str]) -> None:
+    for condition in conditions:
+        kind, _, arg = condition.partition(":")
+        if condition in FIXED or condition.removesuffix(FILTERED) in STRATEGIES:
+            continue
+        if kind == "policy" and arg:
+            if not (Path(arg).expanduser() / "config.json").exists():
+                raise SealError(f"{condition}: {arg} is not a model directory (no config.json)")
+        elif kind == "external" and arg:
+            if not Path(arg).expanduser().is_file():
+                raise SealError(f"{condition}: {arg} does not exist")
+        else:
+            raise SealError(f"unknown condition {condition!r}; use {', '.join(FIXED + tuple(STRATEGIES))}, "
+                            f"a strategy with {FILTERED} (e.g. implications{FILTERED}), policy:PATH or external:FILE")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+class RunFolder:
+    """config.json, then trials.jsonl appended one finished unit at a time."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.trials_path = root / "trials.jsonl"
+
+    def start(self, config: KnowledgeConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        wanted = json.loads(json.dumps(asdict(config)))
+        path = self.root / "config.json"
+        if path.exists():
+            existing = json.loads(path.read_text(encoding="utf-8"))
+            changed = sorted(k for k in set(wanted) | set(existing) if wanted.get(k) != existing.get(k))
+            if changed:
+                raise SealError(f"{self.root} holds a run with other settings ({', '.join(changed)}); "
+                                "resume it with the same options or choose another --out")
+            return
+        path.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
+
+    def config(self) -> dict:
+        path = self.root / "config.json"
+        if not path.exists():
+            raise SealError(f"{self.root} is not a benchmark run folder (no config.json)")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def records(self) -> list[dict]:
+        if not self.trials_path.exists():
+            return []
+        records: dict[str, dict] = {}
+        for line in self.trials_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # a line cut short by a kill: it and anything after are redone
+            records.setdefault(record["key"], record)  # a redone unit gives the same record; keep the first
+        return list(records.values())
+
+    def done(self) -> set[str]:
+        return {r["key"] for r in self.records()}
+
+    def append(self, records: list[dict]) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        with open(self.trials_path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _repair(run: RunFolder) -> None:
+    """Drop a trailing partial line left by a kill, so new records start on a line of their own."""
+    if not run.trials_path.exists():
+        return
+    good = "".join(json.dumps(r) + "\n" for r in run.records())
+    if good != run.trials_path.read_text(encoding="utf-8"):
+        run.trials_path.write_text(good, encoding="utf-8")
+
+
+def seed_for(*parts: object) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+def answer_questions(lm: LM, items: list[Item], max_tokens: int, judge: RemoteJudge | None,
+                     open_book: bool = False) -> list[list[dict]]:
+    """Every question of every item in one greedy batch, graded; closed-book unless `open_book`."""
+    prompts = [lm.chat_prompt(open_book_messages(item.title, item.context, question) if open_book
+                              else answer_messages(question, topic=item.title))
+               for item in items for question, _ in item.questions]
+    replies = iter(lm_ops.generate(lm, prompts, max_tokens, batch_size=16))
+    graded = []
+    for item in items:
+        answers = []
+        for question, gold in item.questions:
+            reply = next(replies)
+            answers.append({"question": question, "gold": gold, "prediction": reply,
+                            **asdict(grade(reply, gold, judge, question))})
+        graded.append(answers)
+    return graded
+
+
+class Bench:
+    """The base model loaded once, with one LoRA adapter re-initialised for every trial."""
+
+    def __init__(self, config: KnowledgeConfig):
+        self.config = config
+        self.lm = lm_ops.load(config.model, None, config.device)
+        attach_trainable_adapter(self.lm, config.update)
+        self.rules = load_safety_rules()
+        self.judge = RemoteJudge(config.judge_url, config.judge_model) if config.judge_url else None
+        self.writers: dict[str, LM] = {}
+
+    def base_off(self):
+        return self.lm.model.disable_adapter()
+
+    def reset(self, seed: int) -> None:
+        """A fresh adapter (A random from `seed`, B zero): the model is exactly the base model again."""
+        torch.manual_seed(seed)
+        for module in self.lm.model.modules():
+            if isinstance(module, LoraLayer):
+                module.reset_lora_parameters("default", True)
+
+    def answer(self, items: list[Item], open_book: bool = False) -> list[list[dict]]:
+        return answer_questions(self.lm, items, self.config.answer_tokens, self.judge, open_book)
+
+    def writer(self, condition: str) -> LM:
+        """The model that writes self-edits: the base model, or a trained policy checkpoint."""
+        if not condition.startswith("policy:"):
+            return self.lm
+        if condition not in self.writers:
+            self.writers[condition] = lm_ops.load(condition.partition(":")[2], None, self.config.device)
+        return self.writers[condition]
+
+    def self_edits(self, item: Item, condition: str, external: dict[int, list[str]]) -> list[dict]:
+        """Per sample: the generated text and the training texts it yields.
+
+        As in SEAL, every line is trained on; a `+filter` condition keeps only the lines the evaluator accepts.
+        """
+        passage = Passage(item.title, item.context, f"squad:{item.id}")
+        if condition.startswith("external:"):
+            completions = external[item.id][: self.config.samples]
+            candidates = [c for s, text in enumerate(completions) for c in candidates_from(text, 0, s, "lines")]
+        else:
+            strategy = "implications" if condition.startswith("policy:") else condition.removesuffix(FILTERED)
+            generation = GenerationConfig(**{**asdict(self.config.generation), "strategy": strategy,
+                                             "samples": self.config.samples, "seed": seed_for(item.id, condition)})
+            writer = self.writer(condition)
+            if writer is self.lm:
+                with self.base_off():
+                    candidates, completions = write_self_edits(writer, [passage], generation)
+            else:
+                candidates, completions = write_self_edits(writer, [passage], generation)
+            candidates = [c for c in candidates if c.kind != "passage"]
+        scored = score_candidates(candidates, [passage], ScoreConfig(), self.rules)
+        kept = [s.candidate for s in scored if s.accepted or not condition.endswith(FILTERED)]
+        samples = []
+        for sample in range(len(completions)):
+            mine = [c for c in kept if c.sample == sample]
+            samples.append({"completion": completions[sample],
+                            "generated": sum(1 for s in scored if s.candidate.sample == sample),
+                            "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title)
+                                      for c in mine]})
+        return samples
+
+    def passage_text(self, item: Item) -> str:
+        return sequence_text(self.lm, "passage", f"{item.title}\n{item.context}")
+
+    def oracle_texts(self, item: Item) -> list[str]:
+        return [sequence_text(self.lm, "qa", "", q, a, topic=item.title) for q, a in item.questions]
+
+    def updated_answers(self, texts: list[str], items: list[Item], seed: int) -> tuple[list[list[dict]], float]:
+        self.reset(seed)
+        stats = train(self.lm, texts, UpdateConfig(**{**asdict(self.config.update), "seed": seed}))
+        return self.answer(items), stats.final_loss
+
+
+def _accuracy(answers: list[dict]) -> dict[str, float]:
+    return {metric: round(sum(float(a[metric]) for a in answers) / len(answers), 4)
+            for metric in ("em", "f1", "contains", "judge")}
+
+
+def _mean_accuracy(trials: list[dict]) -> dict[str, float]:
+    return {metric: round(sum(t["accuracy"][metric] for t in trials) / len(trials), 4)
+            for metric in ("em", "f1", "contains", "judge")}
+
+
+def single_trial(bench: Bench, item: Item, condition: str, external: dict[int, list[str]]) -> dict:
+    start = time.perf_counter()
+    trials = []
+    if condition in ("base", "in-context"):
+        with bench.base_off():
+            answers = bench.answer([item], open_book=condition == "in-context")[0]
+        trials.append({"sample": 0, "repeat": 0, "answers": answers, "accuracy": _accuracy(answers)})
+    else:
+        if condition == "passage":
+            samples = [{"texts": []}]
+        elif condition == "oracle-qa":
+            samples = [{"texts": bench.oracle_texts(item)}]
+        else:
+            samples = bench.self_edits(item, condition, external)
+        for sample, edit in enumerate(samples):
+            for repeat in range(bench.config.repeats):
+                texts = [bench.passage_text(item)] + edit["texts"]
+                answers, loss = bench.updated_answers(texts, [item], seed_for(item.id, condition, sample, repeat))
+                answers = answers[0]
+                trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
+                               "final_loss": loss, "answers": answers, "accuracy": _accuracy(answers),
+                               **{k: v for k, v in edit.items() if k != "texts"},
+                               "self_edits": edit["texts"]})
+    return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
+            "condition": condition, "questions": len(item.questions), "accuracy": _mean_accuracy(trials),
+            "seconds": round(time.perf_counter() - start, 2), "trials": trials}
+
+
+def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[int, list[str]],
+              progress: Progress) -> list[dict]:
+    """One adapter over every selected passage (and its self-edits), then every question."""
+    start = time.perf_counter()
+    if condition in ("base", "in-context"):
+        with bench.base_off():
+            graded = bench.answer(items, open_book=condition == "in-context")
+    else:
+        texts = []
+        for done, item in enumerate(items):
+            texts.append(bench.passage_text(item))
+            if condition == "oracle-qa":
+                texts += bench.oracle_texts(item)
+            elif condition != "passage":
+                texts += [t for edit in bench.self_edits(item, condition, external) for t in edit["texts"]]
+            progress(condition, done, len(items) + 1)
+        graded, _ = bench.updated_answers(texts, items, seed_for("cpt", condition))
+    seconds = round((time.perf_counter() - start) / len(items), 2)
+    return [{"key": f"cpt/{condition}/{item.id}", "mode": "cpt", "passage": item.id, "title": item.title,
+             "condition": condition, "questions": len(item.questions), "accuracy": _accuracy(answers),
+             "seconds": seconds, "trials": [{"sample": 0, "repeat": 0, "answers": answers,
+                                             "accuracy": _accuracy(answers)}]}
+            for item, answers in zip(items, graded)]
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+def _closed_book(lm: LM, items: list[Item], config: KnowledgeConfig, judge: RemoteJudge | None) -> list[dict]:
+    return [{"passage": item.id, "title": item.title, "accuracy": _accuracy(answers), "answers": answers}
+            for item, answers in zip(items, answer_questions(lm, items, config.answer_tokens, judge))]
+
+
+def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], arm: str, progress: Progress) -> None:
+    """`seal learn` on each passage in turn, in a store of its own; after each step, every passage is asked."""
+    done = run.done()
+    judge = RemoteJudge(config.judge_url, config.judge_model) if config.judge_url else None
+    store = Store(run.root / "stores" / arm)
+    docs = run.root / "documents"
+    docs.mkdir(exist_ok=True)
+    if "continual/base" not in done:
+        rows = _closed_book(lm_ops.load(config.model, None, config.device), items, config, judge)
+        run.append([{"key": "continual/base", "mode": "continual", "arm": "base", "step": 0, "rows": rows}])
+        done.add("continual/base")
+    options = LearnOptions(model=config.model, device=config.device,
+                           generation=GenerationConfig(**asdict(config.generation)), update=config.update)
+    options.gate.enforce = arm == "gate"
+    options.update = UpdateConfig(**{**asdict(config.update), "replay": 0 if arm == "no-gate-no-replay"
+                                     else config.update.replay})
+    for step, item in enumerate(items, start=1):
+        key = f"continual/{arm}/{step}"
+        progress(arm, step - 1, len(items))
+        if key in done:
+            continue
+        start = time.perf_counter()
+        doc = docs / f"passage-{item.id}.md"
+        doc.write_text(f"# {item.title}\n\n{item.context}\n", encoding="utf-8")
+        # A kill between learn's commit and our record must not learn the passage twice.
+        learned = [v for v in store.history() if any(s["source"] == str(doc) for s in v.sources)] \
+            if store.has_versions() else []
+        if learned:
+            version_id, committed, reason = learned[-1].id, learned[-1].status == "committed", learned[-1].reason
+        else:
+            options.generation.seed = seed_for("continual", item.id)  # the same self-edits in every arm
+            result = learn(store, [str(doc)], options)
+            version_id, committed, reason = result.version, result.committed, result.reason
+        lm, _ = load_version(store, config.model, config.device)
+        rows = _closed_book(lm, items, config, judge)
+        run.append([{"key": key, "mode": "continual", "arm": arm, "step": step, "passage": item.id,
+                     "version": version_id, "committed": committed, "reason": reason, "rows": rows,
+                     "seconds": round(time.perf_counter() - start, 2)}])
+    progress(arm, len(items), len(items))
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None = None) -> RunFolder:
+    """Run (or resume) the benchmark into `out`; returns the run folder, ready for the report."""
+    tick = progress or (lambda condition, done, total: None)
+    if config.mode not in ("single", "cpt", "continual"):
+        raise SealError(f"unknown mode {config.mode!r}; use single, cpt or continual")
+    if config.samples < 1 or config.repeats < 1 or config.passages < 1:
+        raise SealError("--passages, --samples and --repeats must be at least 1")
+    unknown_arms = [a for a in config.arms if a not in ARMS]
+    if unknown_arms:
+        raise SealError(f"unknown arm {unknown_arms[0]!r}; use {', '.join(ARMS)}")
+    check_conditions(config.conditions)
+    items = load_items(config.data)
+    chosen = select(items, config.sequence if config.mode == "continual" else config.passages, config.seed)
+    external = {}
+    for condition in config.conditions:
+        if condition.startswith("external:"):
+            external = load_external(condition.partition(":")[2], chosen)
+    run = RunFolder(out)
+    run.start(config)
+    _repair(run)
+    if config.mode == "continual":
+        for arm in config.arms:
+            continual_arm(run, config, chosen, arm, tick)
+        return run
+    done = run.done()
+    bench: Bench | None = None
+    if config.mode == "cpt":
+        for condition in config.conditions:
+            if not all(f"cpt/{condition}/{item.id}" in done for item in chosen):  # written together, or redone
+                bench = bench or Bench(config)
+                run.append(cpt_trial(bench, chosen, condition, external, tick))
+            tick(condition, len(chosen) + 1, len(chosen) + 1)
+        return run
+    for condition in config.conditions:
+        tick(condition, sum(1 for i in chosen if f"{i.id}/{condition}" in done), len(chosen))
+    for item in chosen:  # passage by passage, so a partial run already compares conditions on the same passages
+        for condition in config.conditions:
+            if f"{item.id}/{condition}" in done:
+                continue
+            bench = bench or Bench(config)
+            run.append([single_trial(bench, item, condition, external)])
+            done.add(f"{item.id}/{condition}")
+            tick(condition, sum(1 for i in chosen if f"{i.id}/{condition}" in done), len(chosen))
+    return run
+
+
+def safe_name(condition: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", condition).strip("-")
