@@ -32,10 +32,10 @@ bench: install
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/ki-50 --passages 50 \
 		--conditions base,in-context,passage,implications,oracle-qa
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate
-	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-10 --passages 10 --conditions implications \
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-6 --passages 6 --conditions passage,implications \
 		--samples 3 --repeats 2
-	$(SEAL) bench knowledge --data $(SQUAD) --out runs/prompts-10 --passages 10 \
-		--conditions implications+filter,rewrite,self-qa
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/prompts-8 --passages 8 \
+		--conditions passage,implications+filter,rewrite,self-qa
 
 clean-demo:
 	rm -rf $(DEMO_HOME)

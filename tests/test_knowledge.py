@@ -57,8 +57,10 @@ def test_official_squad_json_is_converted_and_selection_is_seeded(tmp_path):
     items = load_items(str(path))
     assert [i.title for i in items] == ["Brellick Tide Clock"] * 5
     assert items[3].questions == [("Which 3?", "3")]
-    assert [i.id for i in select(items, 3, 42)] == [i.id for i in select(items, 3, 42)]
-    assert [i.id for i in select(items, 5, 42)] != [0, 1, 2, 3, 4] or [i.id for i in select(items, 5, 7)] != [0, 1, 2, 3, 4]
+    first, again, other = select(items, 5, 42), select(items, 5, 42), select(items, 5, 7)
+    assert [i.id for i in first] == [i.id for i in again] and sorted(i.id for i in first) == [0, 1, 2, 3, 4]
+    assert [i.id for i in first] != [i.id for i in other]  # the seed decides the order
+    assert [i.id for i in select(items, 2, 42)] == [i.id for i in first[:2]]  # fewer passages: a prefix
 
 
 def test_unknown_condition_and_changed_settings_are_refused(tmp_path, tiny_model_dir):
@@ -102,6 +104,12 @@ def test_external_completions_and_a_policy_checkpoint_write_the_self_edits(tmp_p
     assert len(from_file) == 2 and all(r["trials"][0]["train_sequences"] == 3 for r in from_file)
     assert all(r["trials"][0]["completion"].startswith(r["title"]) for r in from_file)
     assert all("completion" in r["trials"][0] for r in records if r["condition"] == conditions[1])
+    second = tmp_path / "other-implications.json"
+    second.write_text(json.dumps([{"title": i.title, "context": i.context, "completions": ["One line only."]}
+                                  for i in items]))
+    both = run_knowledge(tmp_path / "both", tiny_config(tiny_model_dir, conditions=[conditions[0], f"external:{second}"]))
+    lines = {r["condition"]: r["trials"][0]["train_sequences"] for r in both.records()}
+    assert lines == {conditions[0]: 3, f"external:{second}": 2}  # each condition trains on its own file
     external.write_text(json.dumps([{"title": "Other", "context": "Another text.", "completions": ["x"]}]))
     with pytest.raises(SealError, match="has no completions for 2 selected passages"):
         run_knowledge(tmp_path / "other", tiny_config(tiny_model_dir, conditions=conditions))
@@ -155,6 +163,8 @@ def test_resume_after_kill_gives_identical_results(tmp_path, tiny_model_dir):
     killed.wait()
     finished_before = len(trials.read_text().splitlines())
     assert 2 <= finished_before < 9
+    with open(trials, "a") as handle:  # as if the kill had come in the middle of writing a record
+        handle.write('{"key": "cut-short", "trials": [')
     subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True)
     whole = sorted(without_timing(json.loads(l) for l in (tmp_path / "whole" / "trials.jsonl").read_text().splitlines()),
                    key=lambda r: r["key"])

@@ -9,15 +9,13 @@ sentences ("The invasion was planned by the duc de Choiseul."), where exact matc
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 
-from seal.errors import SealError
+from seal.score import ask_yes_no
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = set(string.punctuation)
@@ -85,18 +83,9 @@ class RemoteJudge:
         self.url, self.model = url.rstrip("/"), model
 
     def verdict(self, question: str, gold: str, prediction: str) -> bool:
-        prompt = (f"Question: {question}\nReference answer: {gold}\nStudent answer: {prediction}\n\n"
-                  "Does the student answer give the same answer as the reference? Reply with yes or no.")
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 3,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-        request = urllib.request.Request(self.url + "/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                reply = str(json.loads(response.read())["choices"][0]["message"]["content"] or "")
-        except (OSError, LookupError, TypeError, ValueError) as err:
-            raise SealError(f"judge at {self.url} failed: {err!r}") from err
-        return reply.strip().lower().startswith("yes")
+        return ask_yes_no(self.url, self.model, f"Question: {question}\nReference answer: {gold}\n"
+                          f"Student answer: {prediction}\n\nDoes the student answer give the same answer as the "
+                          "reference? Reply with yes or no.")
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import time
 import zlib
 from collections.abc import Callable
@@ -82,13 +81,20 @@ def _entry_error(path: str, index: int, entry: object, problem: str) -> SealErro
     return SealError(f"{path}: {name} {problem}")
 
 
-def _from_official(data: dict) -> list[dict]:
-    """SQuAD v1.1's official layout ({data: [{title, paragraphs: [{context, qas}]}]}) in SEAL's flat one."""
+def _from_official(data: dict, path: str) -> list[dict]:
+    """SQuAD v1.1's official layout ({data: [{title, paragraphs: [{context, qas}]}]}) in SEAL's flat one.
+
+    Only the first gold answer of each question is kept (SEAL's format has one).
+    """
     flat = []
-    for article in data["data"]:
-        for paragraph in article.get("paragraphs", []):
+    for number, article in enumerate(data["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise SealError(f"{path}: article {number} of 'data' needs a 'paragraphs' list")
+        for paragraph in article["paragraphs"]:
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                raise SealError(f"{path}: article {number} ({article.get('title')!r}) has a paragraph without 'qas'")
             questions = [{"question": qa.get("question"), "answer": (qa.get("answers") or [{}])[0].get("text")}
-                         for qa in paragraph.get("qas", [])]
+                         if isinstance(qa, dict) else {} for qa in paragraph["qas"]]
             flat.append({"title": article.get("title", "").replace("_", " "), "context": paragraph.get("context"),
                          "questions": questions})
     return flat
@@ -103,7 +109,7 @@ def load_items(path: str) -> list[Item]:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise SealError(f"{path} is not valid JSON: {err}") from err
     if isinstance(raw, dict) and isinstance(raw.get("data"), list):
-        raw = _from_official(raw)
+        raw = _from_official(raw, path)
     if not isinstance(raw, list) or not raw:
         raise SealError(f"{path}: expected a non-empty list of {{title, context, questions}} or SQuAD's JSON")
     items = []
@@ -129,7 +135,7 @@ def select(items: list[Item], count: int, seed: int) -> list[Item]:
     return [items[i] for i in order[:count]]
 
 
-def load_external(path: str, items: list[Item]) -> dict[int, list[str]]:
+def load_external(path: str, items: list[Item], samples: int) -> dict[int, list[str]]:
     """Completions per passage from a file in SEAL's format with a `completions` list, matched by context."""
     try:
         raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
@@ -142,8 +148,10 @@ def load_external(path: str, items: list[Item]) -> dict[int, list[str]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("context"), str):
             raise _entry_error(path, index, entry, "has no 'context'")
         completions = entry.get("completions")
-        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
-            raise _entry_error(path, index, entry, "needs a 'completions' list of strings")
+        if not isinstance(completions, list) or not all(isinstance(c, str) and c.strip() for c in completions):
+            raise _entry_error(path, index, entry, "needs a 'completions' list of non-empty strings")
+        if len(completions) < samples:
+            raise _entry_error(path, index, entry, f"has {len(completions)} completions; --samples asks for {samples}")
         by_context[entry["context"].strip()] = completions
     missing = [item.title for item in items if item.context not in by_context]
     if missing:
@@ -181,19 +189,24 @@ class RunFolder:
         wanted = json.loads(json.dumps(asdict(config)))
         path = self.root / "config.json"
         if path.exists():
-            existing = json.loads(path.read_text(encoding="utf-8"))
+            existing = self.config()
             changed = sorted(k for k in set(wanted) | set(existing) if wanted.get(k) != existing.get(k))
             if changed:
                 raise SealError(f"{self.root} holds a run with other settings ({', '.join(changed)}); "
                                 "resume it with the same options or choose another --out")
             return
-        path.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
+        os.replace(staging, path)
 
     def config(self) -> dict:
         path = self.root / "config.json"
         if not path.exists():
             raise SealError(f"{self.root} is not a benchmark run folder (no config.json)")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise SealError(f"cannot read {path}: {err}") from err
 
     def records(self) -> list[dict]:
         if not self.trials_path.exists():
@@ -203,7 +216,7 @@ class RunFolder:
             try:
                 record = json.loads(line)
             except ValueError:
-                break  # a line cut short by a kill: it and anything after are redone
+                continue  # a line cut short by a kill: its unit is redone
             records.setdefault(record["key"], record)  # a redone unit gives the same record; keep the first
         return list(records.values())
 
@@ -219,12 +232,12 @@ class RunFolder:
 
 
 def _repair(run: RunFolder) -> None:
-    """Drop a trailing partial line left by a kill, so new records start on a line of their own."""
+    """Cut a last line a kill left without its newline, so new records start on a line of their own."""
     if not run.trials_path.exists():
         return
-    good = "".join(json.dumps(r) + "\n" for r in run.records())
-    if good != run.trials_path.read_text(encoding="utf-8"):
-        run.trials_path.write_text(good, encoding="utf-8")
+    data = run.trials_path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.truncate(run.trials_path, data.rfind(b"\n") + 1)
 
 
 def seed_for(*parts: object) -> int:
@@ -283,19 +296,20 @@ class Bench:
             self.writers[condition] = lm_ops.load(condition.partition(":")[2], None, self.config.device)
         return self.writers[condition]
 
-    def self_edits(self, item: Item, condition: str, external: dict[int, list[str]]) -> list[dict]:
+    def self_edits(self, item: Item, condition: str, external: dict[str, dict[int, list[str]]]) -> list[dict]:
         """Per sample: the generated text and the training texts it yields.
 
         As in SEAL, every line is trained on; a `+filter` condition keeps only the lines the evaluator accepts.
         """
         passage = Passage(item.title, item.context, f"squad:{item.id}")
         if condition.startswith("external:"):
-            completions = external[item.id][: self.config.samples]
+            completions = external[condition][item.id][: self.config.samples]
             candidates = [c for s, text in enumerate(completions) for c in candidates_from(text, 0, s, "lines")]
         else:
             strategy = "implications" if condition.startswith("policy:") else condition.removesuffix(FILTERED)
             generation = GenerationConfig(**{**asdict(self.config.generation), "strategy": strategy,
-                                             "samples": self.config.samples, "seed": seed_for(item.id, condition)})
+                                             "samples": self.config.samples,
+                                             "seed": seed_for(item.id, condition.removesuffix(FILTERED))})
             writer = self.writer(condition)
             if writer is self.lm:
                 with self.base_off():
@@ -303,13 +317,12 @@ class Bench:
             else:
                 candidates, completions = write_self_edits(writer, [passage], generation)
             candidates = [c for c in candidates if c.kind != "passage"]
-        scored = score_candidates(candidates, [passage], ScoreConfig(), self.rules)
-        kept = [s.candidate for s in scored if s.accepted or not condition.endswith(FILTERED)]
         samples = []
-        for sample in range(len(completions)):
-            mine = [c for c in kept if c.sample == sample]
-            samples.append({"completion": completions[sample],
-                            "generated": sum(1 for s in scored if s.candidate.sample == sample),
+        for sample in range(len(completions)):  # scored per sample: the evaluator drops lines it has already seen
+            scored = score_candidates([c for c in candidates if c.sample == sample], [passage], ScoreConfig(),
+                                      self.rules)
+            mine = [s.candidate for s in scored if s.accepted or not condition.endswith(FILTERED)]
+            samples.append({"completion": completions[sample], "generated": len(scored),
                             "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title)
                                       for c in mine]})
         return samples
@@ -336,7 +349,7 @@ def _mean_accuracy(trials: list[dict]) -> dict[str, float]:
             for metric in ("em", "f1", "contains", "judge")}
 
 
-def single_trial(bench: Bench, item: Item, condition: str, external: dict[int, list[str]]) -> dict:
+def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, dict[int, list[str]]]) -> dict:
     start = time.perf_counter()
     trials = []
     if condition in ("base", "in-context"):
@@ -364,7 +377,7 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[int, l
             "seconds": round(time.perf_counter() - start, 2), "trials": trials}
 
 
-def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[int, list[str]],
+def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[str, dict[int, list[str]]],
               progress: Progress) -> list[dict]:
     """One adapter over every selected passage (and its self-edits), then every question."""
     start = time.perf_counter()
@@ -421,7 +434,7 @@ def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], ar
         doc = docs / f"passage-{item.id}.md"
         doc.write_text(f"# {item.title}\n\n{item.context}\n", encoding="utf-8")
         # A kill between learn's commit and our record must not learn the passage twice.
-        learned = [v for v in store.history() if any(s["source"] == str(doc) for s in v.sources)] \
+        learned = [v for v in store.history() if any(Path(s["source"]).name == doc.name for s in v.sources)] \
             if store.has_versions() else []
         if learned:
             version_id, committed, reason = learned[-1].id, learned[-1].status == "committed", learned[-1].reason
@@ -452,10 +465,8 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
     check_conditions(config.conditions)
     items = load_items(config.data)
     chosen = select(items, config.sequence if config.mode == "continual" else config.passages, config.seed)
-    external = {}
-    for condition in config.conditions:
-        if condition.startswith("external:"):
-            external = load_external(condition.partition(":")[2], chosen)
+    external = {c: load_external(c.partition(":")[2], chosen, config.samples)
+                for c in config.conditions if c.startswith("external:")}
     run = RunFolder(out)
     run.start(config)
     _repair(run)
@@ -484,6 +495,3 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
             tick(condition, sum(1 for i in chosen if f"{i.id}/{condition}" in done), len(chosen))
     return run
 
-
-def safe_name(condition: str) -> str:
-    return re.sub(r"[^\w.-]+", "-", condition).strip("-")

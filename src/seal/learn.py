@@ -168,7 +168,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                       "config": {"generation": asdict(options.generation), "update": update_used,
                                  "threshold": options.scoring.threshold}}
         keep = report.passed or not options.gate.enforce
-        reason = "" if report.passed else report.reason if not keep else f"gate off; it would refuse: {report.reason}"
+        reason = "" if report.passed else f"gate off; it would refuse: {report.reason}" if keep else report.reason
         version = Version("", parent.id, "committed" if keep else "rolled_back", now(),
                           options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(), reason)
         if keep:

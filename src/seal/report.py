@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from seal.errors import SealError  # noqa: E402
 from seal.grading import Interval, bootstrap, paired  # noqa: E402
-from seal.knowledge import ARMS, FIXED, RunFolder, safe_name  # noqa: E402
+from seal.knowledge import ARMS, FIXED, RunFolder  # noqa: E402
 
 METRICS = ("judge", "contains", "f1", "em")
 SEAL_PAPER = {"base": 32.7, "passage": 33.5, "implications": 39.7, "external (GPT-4.1 implications)": 46.3,
@@ -36,8 +36,8 @@ def _spread(records: list[dict], condition: str) -> dict:
         for trial in record["trials"]:
             by_sample.setdefault(trial["sample"], []).append(trial["accuracy"]["judge"])
         if len(by_sample) > 1:
-            over_samples.append(statistics.pstdev([statistics.mean(v) for v in by_sample.values()]))
-        over_repeats += [statistics.pstdev(v) for v in by_sample.values() if len(v) > 1]
+            over_samples.append(statistics.stdev([statistics.mean(v) for v in by_sample.values()]))
+        over_repeats += [statistics.stdev(v) for v in by_sample.values() if len(v) > 1]
     return {"sd_over_samples": round(statistics.mean(over_samples), 4) if over_samples else None,
             "sd_over_repeats": round(statistics.mean(over_repeats), 4) if over_repeats else None}
 
@@ -70,8 +70,7 @@ def _judge_agreement(records: list[dict]) -> dict:
     if not answers:
         return {}
     agree = lambda other: round(sum(a["judge"] == a[other] for a in answers) / len(answers), 4)  # noqa: E731
-    return {"answers": len(answers), "with_em": agree("em"), "with_contains": agree("contains"),
-            "judge_yes": round(sum(a["judge"] for a in answers) / len(answers), 4)}
+    return {"answers": len(answers), "with_em": agree("em"), "with_contains": agree("contains")}
 
 
 def summarize_passages(config: dict, records: list[dict]) -> dict:
@@ -92,8 +91,7 @@ def summarize_passages(config: dict, records: list[dict]) -> dict:
     differences = {}
     for reference in references:
         for condition in conditions:
-            if condition == reference or condition in ("base", "in-context") or (reference == "passage" and
-                                                                                 condition == "passage"):
+            if condition in ("base", "in-context", reference):
                 continue
             diff = paired(_per_passage(records, reference, "judge"), _per_passage(records, condition, "judge"))
             differences[f"{condition} - {reference}"] = {**_interval(diff), "excludes_zero": diff.excludes_zero()}
@@ -152,7 +150,9 @@ def markdown(config: dict, summary: dict) -> str:
     total = sum(e["seconds_total"] for e in table.values())
     lines += ["", f"Total: {total / 60:.1f} min for {sum(e['passages'] for e in table.values())} passage-conditions."]
     if summary["paired_differences"]:
-        lines += ["", "Paired differences in judge accuracy (same passages), percentage points:", "",
+        lines += ["", "Paired differences in judge accuracy over the passages both conditions have, percentage points"
+                  + (" (one adapter per condition in cpt mode: the intervals leave out the update's own noise)"
+                     if config["mode"] == "cpt" else "") + ":", "",
                   "| difference | mean | 95% interval | excludes 0 |", "|---|---|---|---|"]
         for name, d in summary["paired_differences"].items():
             lines.append(f"| {name} | {_pct(d['mean'])} | [{_pct(d['low'])}, {_pct(d['high'])}] | "
@@ -160,7 +160,7 @@ def markdown(config: dict, summary: dict) -> str:
     spreads = {c: e for c, e in table.items() if "spread" in e}
     if spreads:
         lines += ["", "| condition | sd over samples | sd over repeats | best sample, held-out questions | "
-                  "mean sample, same questions |", "|---|---|---|---|---|"]
+                  "mean sample, same held-out questions |", "|---|---|---|---|---|"]
         for condition, e in spreads.items():
             best = e["best_of_samples"] or {}
             fmt = lambda v: "-" if v is None else _pct(v)  # noqa: E731
@@ -187,7 +187,7 @@ def plot(config: dict, summary: dict, folder: Path) -> list[Path]:
             axis.set_ylabel("after update")
             axis.set_title(f"continual, {arm}: judge accuracy (%)")
             fig.colorbar(image)
-            path = folder / f"continual-{safe_name(arm)}.png"
+            path = folder / f"continual-{arm}.png"
             fig.savefig(path, dpi=110, bbox_inches="tight")
             plt.close(fig)
             written.append(path)
@@ -200,7 +200,8 @@ def plot(config: dict, summary: dict, folder: Path) -> list[Path]:
     fig, axis = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
     axis.bar(names, means, yerr=errors, capsize=4, color=["#999" if n in FIXED else "#3b7" for n in names])
     axis.set_ylabel("closed-book accuracy, judge (%)")
-    axis.set_title(f"{config['mode']} mode, {table[names[0]]['passages']} passages, 95% bootstrap intervals")
+    axis.set_title(f"{config['mode']} mode, up to {max(e['passages'] for e in table.values())} passages, "
+                   "95% bootstrap intervals")
     axis.tick_params(axis="x", rotation=30)
     path = folder / "accuracy.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -216,7 +217,7 @@ def report(folder: Path) -> dict:
         raise SealError(f"{folder} has no finished trials yet; nothing to report")
     summary = summarize_continual(config, records) if config["mode"] == "continual" else summarize_passages(config, records)
     summary = {"config": config, **summary}
+    summary["plots"] = [str(p) for p in plot(config, summary, folder)]
     (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (folder / "results.md").write_text(markdown(config, summary), encoding="utf-8")
-    summary["plots"] = [str(p) for p in plot(config, summary, folder)]
     return summary

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -178,16 +181,35 @@ class Judge:
         return [1 / (1 + math.exp(y_nll - n_nll)) for (y_nll, _), (n_nll, _) in zip(yes, no)]
 
     def _remote(self, passage: Passage, text: str) -> float:
-        body = json.dumps({"model": self.model_name, "temperature": 0, "max_tokens": 3,
-                           "messages": [{"role": "user", "content": self.question(passage, text)}]}).encode()
-        url = self.spec.rstrip("/") + "/chat/completions"
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        return 1.0 if ask_yes_no(self.spec, self.model_name, self.question(passage, text)) else 0.0
+
+
+def ask_yes_no(url: str, model: str, prompt: str, attempts: int = 4) -> bool:
+    """One yes/no question to an OpenAI-compatible chat endpoint, with the key from $SEAL_JUDGE_API_KEY or
+    $OPENAI_API_KEY when set. Rate limits and server errors are retried with backoff; a reply that is neither
+    yes nor no is an error, never a silent "no"."""
+    body = json.dumps({"model": model, "temperature": 0, "max_tokens": 3,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get("SEAL_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=body, headers=headers)
+    for attempt in range(attempts):
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 reply = str(json.loads(response.read())["choices"][0]["message"]["content"] or "")
+            break
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 500, 502, 503, 504) or attempt == attempts - 1:
+                raise SealError(f"judge at {url} failed: HTTP {err.code} {err.reason}") from err
+            time.sleep(2**attempt)
         except (OSError, LookupError, TypeError, ValueError) as err:
-            raise SealError(f"judge at {self.spec} failed: {err!r}") from err
-        return 1.0 if reply.strip().lower().startswith("yes") else 0.0
+            raise SealError(f"judge at {url} failed: {err!r}") from err
+    word = reply.strip().lower()
+    if not word.startswith(("yes", "no")):
+        raise SealError(f"judge at {url} answered {reply.strip()[:40]!r}, not yes or no")
+    return word.startswith("yes")
 
 
 def score_candidates(
