@@ -31,10 +31,11 @@ bench: install
 	$(SEAL) bench gate --out runs/bench-gate
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/ki-50 --passages 50 \
 		--conditions base,in-context,passage,implications,oracle-qa
-	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate
-	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-6 --passages 6 --conditions passage,implications \
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate \
+		--conditions implications
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-3 --passages 3 --conditions implications \
 		--samples 3 --repeats 2
-	$(SEAL) bench knowledge --data $(SQUAD) --out runs/prompts-8 --passages 8 \
+	$(SEAL) bench knowledge --data $(SQUAD) --out runs/prompts-4 --passages 4 \
 		--conditions passage,implications+filter,rewrite,self-qa
 
 clean-demo:

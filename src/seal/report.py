@@ -199,7 +199,7 @@ def plot(config: dict, summary: dict, folder: Path) -> list[Path]:
               [100 * (table[n]["judge"]["high"] - table[n]["judge"]["mean"]) for n in names]]
     fig, axis = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
     axis.bar(names, means, yerr=errors, capsize=4, color=["#999" if n in FIXED else "#3b7" for n in names])
-    axis.set_ylabel("closed-book accuracy, judge (%)")
+    axis.set_ylabel("accuracy by the judge (%)")
     axis.set_title(f"{config['mode']} mode, up to {max(e['passages'] for e in table.values())} passages, "
                    "95% bootstrap intervals")
     axis.tick_params(axis="x", rotation=30)
