@@ -18,6 +18,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -311,10 +312,7 @@ class Bench:
                                              "samples": self.config.samples,
                                              "seed": seed_for(item.id, condition.removesuffix(FILTERED))})
             writer = self.writer(condition)
-            if writer is self.lm:
-                with self.base_off():
-                    candidates, completions = write_self_edits(writer, [passage], generation)
-            else:
+            with self.base_off() if writer is self.lm else nullcontext():
                 candidates, completions = write_self_edits(writer, [passage], generation)
             candidates = [c for c in candidates if c.kind != "passage"]
         samples = []
