@@ -337,13 +337,9 @@ class Bench:
         return self.answer(items), stats.final_loss
 
 
-def _accuracy(answers: list[dict]) -> dict[str, float]:
-    return {metric: round(sum(float(a[metric]) for a in answers) / len(answers), 4)
-            for metric in ("em", "f1", "contains", "judge")}
-
-
-def _mean_accuracy(trials: list[dict]) -> dict[str, float]:
-    return {metric: round(sum(t["accuracy"][metric] for t in trials) / len(trials), 4)
+def _accuracy(rows: list[dict]) -> dict[str, float]:
+    """Mean of each metric over graded answers, or over trials' accuracies."""
+    return {metric: round(sum(float(r[metric]) for r in rows) / len(rows), 4)
             for metric in ("em", "f1", "contains", "judge")}
 
 
@@ -371,7 +367,7 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
                                **{k: v for k, v in edit.items() if k != "texts"},
                                "self_edits": edit["texts"]})
     return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
-            "condition": condition, "questions": len(item.questions), "accuracy": _mean_accuracy(trials),
+            "condition": condition, "questions": len(item.questions), "accuracy": _accuracy([t["accuracy"] for t in trials]),
             "seconds": round(time.perf_counter() - start, 2), "trials": trials}
 
 
@@ -432,8 +428,7 @@ def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], ar
         doc = docs / f"passage-{item.id}.md"
         doc.write_text(f"# {item.title}\n\n{item.context}\n", encoding="utf-8")
         # A kill between learn's commit and our record must not learn the passage twice.
-        learned = [v for v in store.history() if any(Path(s["source"]).name == doc.name for s in v.sources)] \
-            if store.has_versions() else []
+        learned = [v for v in store.history() if any(Path(s["source"]).name == doc.name for s in v.sources)]
         if learned:
             version_id, committed, reason = learned[-1].id, learned[-1].status == "committed", learned[-1].reason
         else:
