@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,10 +21,13 @@ from seal import model as lm_ops
 from seal.errors import SealError
 from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
 from seal.generate import GenerationConfig
-from seal.knowledge import KnowledgeConfig, run_knowledge
+from seal.knowledge import KnowledgeConfig, RunFolder, run_knowledge
 from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, load_version
+from seal.policy import PolicyConfig, run_policy
 from seal.report import report
+from seal.reward import ExecutorConfig
 from seal.score import ScoreConfig
+from seal.sft import SFTConfig
 from seal.update import UpdateConfig
 from seal.store import Store
 
@@ -69,11 +75,29 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True)
 
 
+@contextmanager
+def task_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """One lasting progress bar per named task (a condition, a round's phase); yields tick(name, done, total)."""
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        yield tick
+
+
 @app.command()
 @friendly
 def learn(
     paths: Annotated[list[str], typer.Argument(help="Files, folders of .md/.txt files, or - for stdin.")],
-    strategy: Annotated[str, typer.Option(help="implications, implications-long, rewrite or self-qa.")] = GenerationConfig.strategy,
+    strategy: Annotated[Optional[str], typer.Option(help="implications, implications-long, rewrite or self-qa "
+                                                       "(default: the policy's, else implications).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Write self-edits with a policy from `seal train-policy` "
+                                                       "(e.g. runs/policy/round-2).")] = None,
     template: Annotated[Optional[Path], typer.Option(help="Your own self-edit prompt with {title} and {passage}.")] = None,
     samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage (0: the passage alone).")] = GenerationConfig.samples,
     max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = GenerationConfig.max_new_tokens,
@@ -96,7 +120,9 @@ def learn(
     """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
     store = open_store()
     options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
-                           safety_rules=safety_rules, max_passages=max_passages)
+                           safety_rules=safety_rules, max_passages=max_passages,
+                           policy=lm_ops.canonical_name(policy) if policy else None)
+    strategy = strategy or (lm_ops.read_lineage(policy).get("strategy") if policy else None) or GenerationConfig.strategy
     g, u = options.generation, options.update
     g.strategy, g.template, g.samples, g.max_new_tokens, g.seed = strategy, template and str(template), samples, max_new_tokens, seed
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
@@ -234,6 +260,114 @@ def rollback(version: Annotated[str, typer.Argument(help="The version to make cu
         out.print(f"current version: {version} (was {previous})")
 
 
+@app.command("train-policy")
+@friendly
+def train_policy(
+    data: Annotated[Optional[str], typer.Option(help="Passages with questions (SEAL's SQuAD format or SQuAD's JSON).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder: trials, round-N/ checkpoints, stats.")] = Path("runs/policy"),
+    resume: Annotated[Optional[Path], typer.Option(help="Resume this run folder with its own settings.")] = None,
+    passages: Annotated[int, typer.Option(min=1, help="Training passages.")] = PolicyConfig.passages,
+    eval_passages: Annotated[int, typer.Option(min=0, help="Passages left unseen for `seal bench knowledge "
+                                                           "--passages N` (same --seed).")] = PolicyConfig.eval_passages,
+    seed: Annotated[int, typer.Option(help="Seed of the passage shuffle, as in `seal bench knowledge`.")] = PolicyConfig.seed,
+    samples: Annotated[int, typer.Option(min=1, help="Self-edits sampled per passage and round.")] = PolicyConfig.samples,
+    rounds: Annotated[Optional[int], typer.Option(min=1, help="ReST-EM rounds (with --resume: extend the run).")] = None,
+    reward_repeats: Annotated[int, typer.Option(min=1, help="LoRA updates per self-edit; the reward is their mean.")] = PolicyConfig.repeats,
+    strategy: Annotated[str, typer.Option(help="The self-edit prompt the policy learns to answer.")] = PolicyConfig.strategy,
+    min_reward: Annotated[float, typer.Option(help="Keep a passage's best self-edit only if its reward is above this.")] = PolicyConfig.min_reward,
+    beat_passage: Annotated[bool, typer.Option(help="...and only if it beats the update on the passage alone.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = GenerationConfig.max_new_tokens,
+    epochs: Annotated[int, typer.Option(min=1, help="Inner (reward) LoRA update.")] = UpdateConfig.epochs,
+    lr: Annotated[float, typer.Option(help="Inner LoRA learning rate.")] = UpdateConfig.lr,
+    rank: Annotated[int, typer.Option(min=1, help="Inner LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
+    sft_lr: Annotated[float, typer.Option(help="Learning rate of the policy's fine-tuning.")] = SFTConfig.lr,
+    sft_epochs: Annotated[int, typer.Option(min=1)] = SFTConfig.epochs,
+    executor: Annotated[str, typer.Option(help="in-process, process (a local pool) or ray.")] = "in-process",
+    workers: Annotated[int, typer.Option(min=1, help="process and ray: workers, each with its own model.")] = 2,
+    ray_address: Annotated[Optional[str], typer.Option(help="Join a Ray cluster (auto, ray://host:port); "
+                                                            "default: start a local one.")] = None,
+    judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible judge for rewards (default: rule judge).")] = None,
+    judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
+    model: Annotated[str, typer.Option(help="The base model the user adapts, and the first policy.")] = lm_ops.EMBEDDED,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """ReST-EM: sample self-edits, reward each by the accuracy its LoRA update gives, fine-tune on the best."""
+    if resume is not None:
+        config = PolicyConfig.from_dict(RunFolder(resume).config())
+        config.rounds = rounds or config.rounds
+        out_dir = resume
+    elif data is None:
+        raise SealError("give --data FILE for a new run, or --resume RUN to continue one")
+    else:
+        config = PolicyConfig(data=data, passages=passages, eval_passages=eval_passages, seed=seed, samples=samples,
+                              rounds=rounds or PolicyConfig.rounds, repeats=reward_repeats, strategy=strategy,
+                              min_reward=min_reward, beat_passage=beat_passage, model=model, device=device,
+                              judge_url=judge_url, judge_model=judge_model,
+                              generation=GenerationConfig(samples=samples, max_new_tokens=max_new_tokens),
+                              update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank),
+                              sft=SFTConfig(lr=sft_lr, epochs=sft_epochs))
+    with task_bars() as tick:
+        summary = run_policy(out_dir, config, ExecutorConfig(executor, workers, ray_address), tick)
+    table = Table("round", "mean", "best", "kept", "kept mean", "passage", "sd samples", "sd repeats", "SFT loss",
+                  "trials/h", title="rewards: closed-book accuracy after the update")
+    for r in summary["rounds"]:
+        loss = f"{r['sft_loss_first_epoch']} -> {r['sft_loss_last_epoch']}" if r["sft_examples"] else "-"
+        table.add_row(str(r["round"]), f"{r['mean_reward']:.3f}", f"{r['best_reward']:.3f}", str(r["kept"]),
+                      "-" if r["kept_reward"] is None else f"{r['kept_reward']:.3f}", f"{r['passage_reward']:.3f}",
+                      str(r["sd_over_samples"]), str(r["sd_over_repeats"]), loss, str(r["trials_per_hour"] or "-"))
+    out.print(table)
+    for r in summary["rounds"]:
+        if r["selection_is_noise"]:
+            err.print(f"round {r['round']}: rewards vary as much between repeats as between samples; "
+                      "the selection is mostly picking noise (raise --reward-repeats)")
+    out.print(f"policy: {summary['rounds'][-1]['checkpoint']}  (stats.json, rounds.png in {out_dir})")
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; anything but loopback exposes the model.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    watch: Annotated[Optional[Path], typer.Option(help="Inbox folder: text files put here are adapted to, "
+                                                       "then moved to done/ or failed/.")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (default: $SEAL_API_KEY).")] = None,
+    public_read: Annotated[bool, typer.Option(help="Chat, versions and metrics without a key (writes still need it).")] = False,
+    policy: Annotated[Optional[str], typer.Option(help="Self-edit writer from `seal train-policy`.")] = None,
+    max_upload_bytes: Annotated[int, typer.Option(min=1, help="Largest accepted document.")] = 1 << 20,
+    max_files: Annotated[int, typer.Option(min=1, help="Documents per adaptation.")] = 8,
+    model: ModelOption = None,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """An OpenAI-compatible API (/v1/chat/completions, /v1/completions) that keeps adapting while it serves."""
+    import uvicorn  # the server's libraries load only for this command
+
+    from seal.serve import ServeConfig, create_app
+
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise SealError(f"cannot read the API key file {api_key_file}: {error}") from error
+    else:
+        key = os.environ.get("SEAL_API_KEY", "").strip()
+    if len(key) < 16:
+        raise SealError("set SEAL_API_KEY or pass --api-key-file with a key of at least 16 characters: "
+                        "adaptation and activation always need one")
+    store = open_store()
+    options = LearnOptions(policy=lm_ops.canonical_name(policy) if policy else None)
+    options.generation.strategy = (lm_ops.read_lineage(policy).get("strategy") if policy else None) or "implications"
+    config = ServeConfig(home=store.home, api_key=key, model=model_for(store, model), device=device,
+                         public_read=public_read, watch=watch, max_upload_bytes=max_upload_bytes,
+                         max_files=max_files, learn=options)
+    with err.status("loading the current version"):
+        application = create_app(config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it can chat"
+                  + ("" if not public_read else " without a key"))
+    err.print(f"seal serving {application.state.server.served.version} on http://{host}:{port}/v1")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 @bench_app.command("learn")
 @friendly
 def bench_learn(
@@ -261,6 +395,21 @@ def bench_gate(
     """The gate's calibration: honest documents accepted, harmful and self-contradicting ones refused."""
     run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit)
     out.print((out_dir / "gate.md").read_text())
+
+
+@bench_app.command("serve")
+@friendly
+def bench_serve(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for serve.json and serve.md.")] = Path("runs/bench-serve"),
+    requests: Annotated[int, typer.Option(min=1, help="Requests in each idle phase.")] = 12,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per streamed reply.")] = 32,
+    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+) -> None:
+    """Chat latency of a real `seal serve` (1 and 4 clients, idle and while adapting) and failures across swaps."""
+    from seal.loadtest import bench_serve as run_bench_serve
+
+    run_bench_serve(out_dir, model, requests, max_tokens, lambda line: err.print(line, highlight=False))
+    out.print((out_dir / "serve.md").read_text())
 
 
 def _split(text: str) -> list[str]:
@@ -298,15 +447,7 @@ def bench_knowledge(
                              device=device, judge_url=judge_url, judge_model=judge_model,
                              generation=GenerationConfig(samples=samples),
                              update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank))
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def tick(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done, total=total)
-
+    with task_bars() as tick:
         run_knowledge(out_dir, config, tick)
     report(out_dir)
     out.print((out_dir / "results.md").read_text())

@@ -71,12 +71,16 @@ def read_documents(paths: list[str]) -> list[Document]:
                 entries = [(str(f), f.read_bytes(), f.stem.replace("-", " ").replace("_", " ")) for f in files]
             except OSError as err:
                 raise SealError(f"cannot read {err.filename}: {err.strerror}") from err
-        for source, raw, fallback in entries:
-            title, body = _title(_decode(raw, source), fallback)
-            if not body:
-                raise SealError(f"{source} has a title but no text; there is nothing to learn")
-            docs.append(Document(source=source, title=title, text=body, sha256=hashlib.sha256(raw).hexdigest()))
+        docs += [parse_document(raw, source, fallback) for source, raw, fallback in entries]
     return docs
+
+
+def parse_document(raw: bytes, source: str, fallback_title: str) -> Document:
+    """Validate raw bytes as a UTF-8 text document (not binary, not empty) and take its title."""
+    title, body = _title(_decode(raw, source), fallback_title)
+    if not body:
+        raise SealError(f"{source} has a title but no text; there is nothing to learn")
+    return Document(source=source, title=title, text=body, sha256=hashlib.sha256(raw).hexdigest())
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")

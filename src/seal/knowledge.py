@@ -12,6 +12,7 @@ key, never from the order work happens in, so a resumed run gives the same numbe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -160,6 +161,19 @@ def load_external(path: str, items: list[Item], samples: int) -> dict[int, list[
     return {item.id: by_context[item.context] for item in items}
 
 
+def context_sha256(item: Item) -> str:
+    return hashlib.sha256(item.context.encode()).hexdigest()
+
+
+def check_unseen(condition: str, items: list[Item]) -> None:
+    """A policy must not be evaluated on passages it was trained on: its rewards came from their questions."""
+    trained = {p["context_sha256"] for p in lm_ops.read_lineage(condition.partition(":")[2]).get("train_passages", [])}
+    seen = [item.title for item in items if context_sha256(item) in trained]
+    if seen:
+        raise SealError(f"{condition} was trained on {len(seen)} of the evaluation passages (e.g. {seen[0]!r}); "
+                        "train it with --eval-passages at least --passages of this benchmark and the same --seed")
+
+
 def check_conditions(conditions: list[str]) -> None:
     for condition in conditions:
         kind, _, arg = condition.partition(":")
@@ -185,17 +199,20 @@ class RunFolder:
         self.root = root
         self.trials_path = root / "trials.jsonl"
 
-    def start(self, config: KnowledgeConfig) -> None:
+    def start(self, config: object, extendable: tuple[str, ...] = ()) -> None:
+        """Write the run's settings, or check a resumed run has the same ones (`extendable` ones may change:
+        conditions or rounds added to a run reuse everything already done)."""
         self.root.mkdir(parents=True, exist_ok=True)
         wanted = json.loads(json.dumps(asdict(config)))
         path = self.root / "config.json"
         if path.exists():
             existing = self.config()
             changed = sorted(k for k in set(wanted) | set(existing) if wanted.get(k) != existing.get(k))
-            if changed:
+            if any(k not in extendable for k in changed):
                 raise SealError(f"{self.root} holds a run with other settings ({', '.join(changed)}); "
                                 "resume it with the same options or choose another --out")
-            return
+            if not changed:
+                return
         staging = path.with_suffix(".tmp")
         staging.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
         os.replace(staging, path)
@@ -232,7 +249,7 @@ class RunFolder:
             os.fsync(handle.fileno())
 
 
-def _repair(run: RunFolder) -> None:
+def repair(run: RunFolder) -> None:
     """Cut a last line a kill left without its newline, so new records start on a line of their own."""
     if not run.trials_path.exists():
         return
@@ -307,7 +324,10 @@ class Bench:
             completions = external[condition][item.id][: self.config.samples]
             candidates = [c for s, text in enumerate(completions) for c in candidates_from(text, 0, s, "lines")]
         else:
-            strategy = "implications" if condition.startswith("policy:") else condition.removesuffix(FILTERED)
+            if condition.startswith("policy:"):  # the prompt the policy was trained to answer
+                strategy = lm_ops.read_lineage(condition.partition(":")[2]).get("strategy", "implications")
+            else:
+                strategy = condition.removesuffix(FILTERED)
             generation = GenerationConfig(**{**asdict(self.config.generation), "strategy": strategy,
                                              "samples": self.config.samples,
                                              "seed": seed_for(item.id, condition.removesuffix(FILTERED))})
@@ -337,7 +357,7 @@ class Bench:
         return self.answer(items), stats.final_loss
 
 
-def _accuracy(rows: list[dict]) -> dict[str, float]:
+def accuracy(rows: list[dict]) -> dict[str, float]:
     """Mean of each metric over graded answers, or over trials' accuracies."""
     return {metric: round(sum(float(r[metric]) for r in rows) / len(rows), 4)
             for metric in ("em", "f1", "contains", "judge")}
@@ -349,7 +369,7 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
     if condition in ("base", "in-context"):
         with bench.base_off():
             answers = bench.answer([item], open_book=condition == "in-context")[0]
-        trials.append({"sample": 0, "repeat": 0, "answers": answers, "accuracy": _accuracy(answers)})
+        trials.append({"sample": 0, "repeat": 0, "answers": answers, "accuracy": accuracy(answers)})
     else:
         if condition == "passage":
             samples = [{"texts": []}]
@@ -363,11 +383,11 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
                 answers, loss = bench.updated_answers(texts, [item], seed_for(item.id, condition, sample, repeat))
                 answers = answers[0]
                 trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
-                               "final_loss": loss, "answers": answers, "accuracy": _accuracy(answers),
+                               "final_loss": loss, "answers": answers, "accuracy": accuracy(answers),
                                **{k: v for k, v in edit.items() if k != "texts"},
                                "self_edits": edit["texts"]})
     return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
-            "condition": condition, "questions": len(item.questions), "accuracy": _accuracy([t["accuracy"] for t in trials]),
+            "condition": condition, "questions": len(item.questions), "accuracy": accuracy([t["accuracy"] for t in trials]),
             "seconds": round(time.perf_counter() - start, 2), "trials": trials}
 
 
@@ -390,16 +410,16 @@ def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[st
         graded, _ = bench.updated_answers(texts, items, seed_for("cpt", condition))
     seconds = round((time.perf_counter() - start) / len(items), 2)
     return [{"key": f"cpt/{condition}/{item.id}", "mode": "cpt", "passage": item.id, "title": item.title,
-             "condition": condition, "questions": len(item.questions), "accuracy": _accuracy(answers),
+             "condition": condition, "questions": len(item.questions), "accuracy": accuracy(answers),
              "seconds": seconds, "trials": [{"sample": 0, "repeat": 0, "answers": answers,
-                                             "accuracy": _accuracy(answers)}]}
+                                             "accuracy": accuracy(answers)}]}
             for item, answers in zip(items, graded)]
 
 
 # -----------------------------------------------------------------------------------------------------------------
 
 def _closed_book(lm: LM, items: list[Item], config: KnowledgeConfig, judge: RemoteJudge | None) -> list[dict]:
-    return [{"passage": item.id, "title": item.title, "accuracy": _accuracy(answers), "answers": answers}
+    return [{"passage": item.id, "title": item.title, "accuracy": accuracy(answers), "answers": answers}
             for item, answers in zip(items, answer_questions(lm, items, config.answer_tokens, judge))]
 
 
@@ -460,9 +480,12 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
     chosen = select(items, config.sequence if config.mode == "continual" else config.passages, config.seed)
     external = {c: load_external(c.partition(":")[2], chosen, config.samples)
                 for c in config.conditions if c.startswith("external:")}
+    for condition in config.conditions:
+        if condition.startswith("policy:"):
+            check_unseen(condition, chosen)
     run = RunFolder(out)
-    run.start(config)
-    _repair(run)
+    run.start(config, extendable=("conditions",))
+    repair(run)
     if config.mode == "continual":
         for arm in config.arms:
             continual_arm(run, config, chosen, arm, tick)

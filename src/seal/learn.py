@@ -35,6 +35,7 @@ class LearnOptions:
     safety_rules: Path | None = None
     max_passage_tokens: int = 320
     max_passages: int = 64
+    policy: str | None = None  # a self-edit writer trained by `seal train-policy`; the update still goes to `model`
 
 
 @dataclass
@@ -90,7 +91,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         store.ensure_model(options.model)
         docs = read_documents(paths)
         rules = load_safety_rules(options.safety_rules)
-        resolve_strategy(options.generation)  # a bad strategy or template fails before the model loads
+        resolve_strategy(options.generation)  # a bad strategy, template or policy fails before the model loads
+        if options.policy:
+            lm_ops.resolve_model_path(options.policy)
         user_probes = read_probe_file(options.probe_file) if options.probe_file else None
         for doc in docs:
             if len(doc.text) > options.max_passages * options.max_passage_tokens * 8:  # ~4 characters a token
@@ -121,7 +124,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("load")
 
         step("generate", 0, len(passages) * options.generation.samples)
-        candidates, _ = write_self_edits(lm, passages, options.generation)
+        writer = lm_ops.load(options.policy, None, options.device) if options.policy else lm
+        candidates, _ = write_self_edits(writer, passages, options.generation)
         lap("generate")
 
         judge = Judge(options.scoring.judge, options.scoring.judge_model, lm) if options.scoring.judge else None
@@ -166,6 +170,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         update_used = {**asdict(options.update), "rank": lora.r, "alpha": lora.lora_alpha}
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
                       "config": {"generation": asdict(options.generation), "update": update_used,
+                                 "policy": options.policy,
                                  "threshold": options.scoring.threshold}}
         keep = report.passed or not options.gate.enforce
         reason = "" if report.passed else f"gate off; it would refuse: {report.reason}" if keep else report.reason

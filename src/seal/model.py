@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -60,6 +61,17 @@ def canonical_name(model: str) -> str:
     return str(path.resolve()) if model != EMBEDDED and path.exists() else model
 
 
+def deterministic(device: str) -> None:
+    """Same seed, same result on a GPU too: deterministic kernels and a fixed cuBLAS workspace (a little slower).
+
+    A CPU already is; on CUDA the default attention backward and cuBLAS reductions vary from run to run.
+    """
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def pick_dtype(device: torch.device) -> torch.dtype:
     # bf16 on GPUs that support it; float32 on CPU, where bf16 matmuls are slower and LoRA needs the precision.
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -114,6 +126,15 @@ def resolve_model_path(model: str) -> str:
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise SealError(f"model {model!r} does not exist (give a local directory or a hub id like org/name)")
     return model
+
+
+def read_lineage(model: str) -> dict:
+    """lineage.json of a checkpoint written by `seal train-policy` (base model, data, round, config); else {}."""
+    path = Path(model).expanduser() / "lineage.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SealError(f"cannot read {path}: {err}") from err
 
 
 def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto", trainable: bool = False) -> LM:

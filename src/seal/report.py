@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from seal.errors import SealError  # noqa: E402
 from seal.grading import Interval, bootstrap, paired  # noqa: E402
 from seal.knowledge import ARMS, FIXED, RunFolder  # noqa: E402
+from seal.model import read_lineage  # noqa: E402
 
 METRICS = ("judge", "contains", "f1", "em")
 SEAL_PAPER = {"base": 32.7, "passage": 33.5, "implications": 39.7, "external (GPT-4.1 implications)": 46.3,
@@ -93,9 +94,18 @@ def summarize_passages(config: dict, records: list[dict]) -> dict:
         for condition in conditions:
             if condition in ("base", "in-context", reference):
                 continue
-            diff = paired(_per_passage(records, reference, "judge"), _per_passage(records, condition, "judge"))
-            differences[f"{condition} - {reference}"] = {**_interval(diff), "excludes_zero": diff.excludes_zero()}
+            differences[f"{condition} - {reference}"] = _difference(records, reference, condition)
+    for condition in [c for c in conditions if c.startswith("policy:")]:
+        # a trained policy against the untrained model writing with the same prompt
+        untrained = read_lineage(condition.partition(":")[2]).get("strategy", "implications")
+        if untrained in conditions:
+            differences[f"{condition} - {untrained}"] = _difference(records, untrained, condition)
     return {"conditions": table, "paired_differences": differences, "judge_agreement": _judge_agreement(records)}
+
+
+def _difference(records: list[dict], reference: str, condition: str) -> dict:
+    diff = paired(_per_passage(records, reference, "judge"), _per_passage(records, condition, "judge"))
+    return {**_interval(diff), "excludes_zero": diff.excludes_zero()}
 
 
 def summarize_continual(config: dict, records: list[dict]) -> dict:

@@ -37,7 +37,13 @@ CREATE TABLE IF NOT EXISTS probes (
     nll_after REAL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, status TEXT NOT NULL, origin TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, documents TEXT NOT NULL, inbox_path TEXT,
+    version TEXT, reason TEXT NOT NULL DEFAULT '', report TEXT NOT NULL DEFAULT '{}');
 """
+RUNNING = ("generating", "training", "checking")  # a job the adaptation worker is on
+FINISHED = ("committed", "rolled_back", "failed", "interrupted")
 
 BASE_VERSION = "v0"
 
@@ -83,6 +89,22 @@ class Version:
     stats: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     reason: str = ""
+
+
+@dataclass
+class Job:
+    """One queued adaptation: documents (name, stored path, sha256) to learn, and what became of them."""
+
+    id: str
+    status: str  # queued | generating | training | checking | committed | rolled_back | failed | interrupted
+    origin: str  # api | inbox
+    created_at: str
+    updated_at: str
+    documents: list[dict]
+    inbox_path: str | None = None
+    version: str | None = None
+    reason: str = ""
+    report: dict = field(default_factory=dict)
 
 
 def _fsync_tree(path: Path) -> None:
@@ -287,6 +309,60 @@ class Store:
             (self.adapters / f".tmp-{version.adapter_dir}").rename(self.adapters / version.adapter_dir)
             _fsync_dir(self.adapters)
         return version.id
+
+    # ---- the adaptation queue (`seal serve`) --------------------------------------------------------
+
+    def _job(self, row: tuple) -> Job:
+        (jid, _seq, status, origin, created, updated, documents, inbox, version, reason, report) = row
+        return Job(jid, status, origin, created, updated, json.loads(documents), inbox, version, reason,
+                   json.loads(report))
+
+    def job(self, job_id: str) -> Job | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._job(row) if row else None
+
+    def jobs(self, statuses: tuple[str, ...] | None = None) -> list[Job]:
+        rows = self.db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
+        return [j for j in map(self._job, rows) if statuses is None or j.status in statuses]
+
+    def inbox_job(self, inbox_path: str, sha256: str) -> Job | None:
+        """The job already recorded for this inbox file with this content, if any."""
+        for job in self.jobs():
+            if job.inbox_path == inbox_path and job.documents and job.documents[0]["sha256"] == sha256:
+                return job
+        return None
+
+    def enqueue(self, origin: str, documents: list[dict], inbox_path: str | None = None,
+                status: str = "queued", reason: str = "") -> Job:
+        with self._transaction():
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            stamp = now()
+            self.db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}')",
+                            (f"a{seq}", seq, status, origin, stamp, stamp, json.dumps(documents), inbox_path, reason))
+        return self.job(f"a{seq}")
+
+    def claim_job(self) -> Job | None:
+        """Take the oldest queued job (it becomes `generating`), or None."""
+        with self._transaction():
+            row = self.db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            if row:
+                self.db.execute("UPDATE jobs SET status = 'generating', updated_at = ? WHERE id = ?", (now(), row[0]))
+        return self.job(row[0]) if row else None
+
+    def update_job(self, job_id: str, status: str, version: str | None = None, reason: str = "",
+                   report: dict | None = None) -> None:
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET status = ?, updated_at = ?, version = COALESCE(?, version), "
+                            "reason = ?, report = ? WHERE id = ?",
+                            (status, now(), version, reason, json.dumps(report or {}), job_id))
+
+    def interrupt_running(self) -> list[Job]:
+        """Mark jobs a stopped server left half-done, so none is silently lost; returns them."""
+        stale = self.jobs(RUNNING)
+        for job in stale:
+            self.update_job(job.id, "interrupted", reason=f"the server stopped while this job was {job.status}; "
+                            "nothing was committed; submit the document again")
+        return [self.job(j.id) for j in stale]
 
     def set_current(self, version_id: str) -> Version:
         version = self.get(version_id)

@@ -1,0 +1,199 @@
+"""`seal bench serve`: a real `seal serve` on loopback under a bounded load, idle and while adaptations train.
+
+Each request streams a chat completion and records its time to first token, decode rate (tokens after the first
+per second), total time, the version that answered and the adaptation's status when it started. Requests are
+counted as failed on any non-200 reply, transport error or stream without its final `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from seal.bench import _write_doc, packaged
+
+QUESTION = "What does a tide clock show, and how is one built?"
+
+
+class ServerProcess:
+    """`seal serve` started as its own process on a free loopback port; `stop()` ends it."""
+
+    def __init__(self, home: Path, key: str, *args: str, timeout: float = 300):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.process = subprocess.Popen([str(Path(sys.executable).parent / "seal"), "serve", "--port", str(self.port),
+                                         *args], env={**os.environ, "SEAL_HOME": str(home), "SEAL_API_KEY": key},
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"seal serve exited: {self.process.stdout.read()}")
+            try:
+                if httpx.get(f"{self.url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("seal serve did not answer /health in time")
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers, timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, headers=kwargs.pop("headers", self.headers), timeout=60, **kwargs)
+
+    def wait_for(self, job_id: str, statuses: tuple[str, ...] = ("committed", "rolled_back", "failed", "interrupted"),
+                 timeout: float = 900) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.get(f"/v1/adaptations/{job_id}").json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.3)
+        raise TimeoutError(f"adaptation {job_id} did not reach {statuses}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def chat_request(http: httpx.Client, max_tokens: int) -> dict:
+    """One streamed chat completion, timed; usage comes in the stream's last chunk."""
+    body = {"model": "seal", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": max_tokens,
+            "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first = last = None
+    tokens, done, version, error = 0, False, "", ""
+    try:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            version = response.headers.get("X-Seal-Version", "")
+            if response.status_code != 200:
+                error = f"HTTP {response.status_code}: {response.read().decode()[:200]}"
+            for line in response.iter_lines() if not error else []:
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: "):
+                    chunk = json.loads(line[6:])
+                    if chunk.get("usage"):
+                        tokens = chunk["usage"]["completion_tokens"]
+                    elif chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                        last = time.perf_counter()
+                        first = first or last
+    except httpx.HTTPError as err:
+        error = repr(err)
+    seconds = time.perf_counter() - start
+    ok = not error and done
+    return {"ok": ok, "error": error or ("" if done else "stream ended without [DONE]"), "version": version,
+            "ttft": round(first - start, 3) if first else None, "tokens": tokens, "seconds": round(seconds, 3),
+            "decode_tps": round((tokens - 1) / (last - first), 2) if first and last and last > first else None}
+
+
+def drive(server: ServerProcess, concurrency: int, keep_going: Callable[[int], bool], max_tokens: int,
+          status: Callable[[], str]) -> list[dict]:
+    """`concurrency` clients in a loop while `keep_going(requests started so far)`; each request is tagged with the
+    adaptation status seen when it started."""
+    results: list[dict] = []
+    started = 0
+    lock = threading.Lock()
+
+    def client() -> None:
+        nonlocal started
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=300) as http:
+            while True:
+                with lock:
+                    if not keep_going(started):
+                        return
+                    started += 1
+                state = status()
+                result = chat_request(http, max_tokens)
+                with lock:
+                    results.append({**result, "status_at_start": state})
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))], 3)
+
+
+def summarize(rows: list[dict]) -> dict:
+    good = [r for r in rows if r["ok"]]
+    out = {"requests": len(rows), "failed": len(rows) - len(good)}
+    for name in ("ttft", "decode_tps", "seconds"):
+        values = [r[name] for r in good if r[name] is not None]
+        out[name] = {"p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95)}
+    return out
+
+
+def bench_serve(out: Path, model: str, requests: int, max_tokens: int, report: Callable[[str], None]) -> dict:
+    """Idle at 1 and 4 clients, then the same while an adaptation trains, then failures across its swap."""
+    out.mkdir(parents=True, exist_ok=True)
+    documents = [_write_doc(out, item) for item in packaged("invented_facts.json")[:2]]
+    with tempfile.TemporaryDirectory(prefix="seal-bench-serve-") as home:
+        server = ServerProcess(Path(home), secrets.token_hex(16), "--model", model)
+        jobs: dict[str, str] = {}
+
+        def status() -> str:
+            job = jobs.get("current")
+            return server.get(f"/v1/adaptations/{job}").json()["status"] if job else "idle"
+
+        phases: dict[str, list[dict]] = {}
+        try:
+            for clients in (1, 4):
+                report(f"idle, {clients} client(s): {requests} requests")
+                phases[f"idle, {clients} client(s)"] = drive(server, clients, lambda n: n < requests, max_tokens,
+                                                            status)
+            for clients, document in zip((1, 4), documents):
+                job = server.post("/v1/adaptations", files={"file": (document.name, document.read_bytes())}).json()
+                jobs["current"] = job["id"]
+                server.wait_for(job["id"], ("training", "checking", "committed", "rolled_back", "failed"))
+                report(f"adaptation {job['id']} training, {clients} client(s)")
+                rows = drive(server, clients, lambda n: status() == "training" or n < clients, max_tokens, status)
+                phases[f"training, {clients} client(s)"] = [r for r in rows if r["status_at_start"] == "training"]
+                report(f"until {job['id']} is swapped in, {clients} client(s)")
+                swap = drive(server, clients, lambda n: status() not in ("committed", "rolled_back", "failed"),
+                             max_tokens, status)
+                swap += drive(server, clients, lambda n: n < 2 * clients, max_tokens, status)
+                phases[f"across the swap, {clients} client(s)"] = rows + swap
+                jobs[f"adaptation {clients}"] = server.get(f"/v1/adaptations/{job['id']}").json()["status"]
+                jobs.pop("current")
+        finally:
+            server.stop()
+    summary = {"model": model, "max_tokens": max_tokens, "requests_per_idle_phase": requests,
+               "adaptations": {k: v for k, v in jobs.items() if k != "current"},
+               "phases": {name: {**summarize(rows), "versions": sorted({r["version"] for r in rows})}
+                          for name, rows in phases.items()}}
+    (out / "serve.json").write_text(json.dumps({**summary, "requests": phases}, indent=2), encoding="utf-8")
+    lines = [f"# seal serve under load ({model}, streamed chat, {max_tokens} tokens max)", "",
+             "| phase | requests | failed | time to first token p50 / p95 (s) | decode tokens/s p50 / p95 | "
+             "request p50 / p95 (s) | versions |", "|---|---|---|---|---|---|---|"]
+    for name, s in summary["phases"].items():
+        lines.append(f"| {name} | {s['requests']} | {s['failed']} | {s['ttft']['p50']} / {s['ttft']['p95']} | "
+                     f"{s['decode_tps']['p50']} / {s['decode_tps']['p95']} | {s['seconds']['p50']} / "
+                     f"{s['seconds']['p95']} | {', '.join(s['versions'])} |")
+    lines += ["", "Adaptations: " + ", ".join(f"{k}: {v}" for k, v in summary["adaptations"].items())]
+    (out / "serve.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,153 @@
+"""`seal serve` as a real server process on a free loopback port, driven with the official openai client and httpx."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from seal.loadtest import ServerProcess, drive
+from seal.store import Store
+
+KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+DOC = ("# Brellick Tide Clock\n\nThe Brellick Tide Clock stands on the pier of the town of Brellick. It was built in "
+       "1893 by the clockmaker Oswin Tarrow and shows the height of the tide with a copper float.\n")
+
+
+def Server(home: Path, model: Path, *args: str) -> ServerProcess:
+    return ServerProcess(home, KEY, "--model", str(model), *args)
+
+
+@pytest.fixture()
+def server(tmp_path, tiny_model_dir):
+    running = Server(tmp_path / "home", tiny_model_dir, "--watch", str(tmp_path / "inbox"), "--max-upload-bytes",
+                     "4000", "--max-files", "2")
+    yield running
+    running.stop()
+
+
+def test_openai_client_chat_streaming_completions_and_models(server):
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
+    assert [m.id for m in client.models.list()] == ["seal"]
+    reply = client.chat.completions.create(model="seal", messages=[{"role": "user", "content": "Hello"}], max_tokens=6)
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.usage.completion_tokens <= 6 and reply.usage.prompt_tokens > 0
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.chat.completions.create(model="seal", messages=[{"role": "user", "content": "Hello"}],
+                                                 max_tokens=6, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    greedy = client.chat.completions.create(model="seal", messages=[{"role": "user", "content": "Hello"}],
+                                            max_tokens=6, temperature=0)
+    assert streamed.strip() == greedy.choices[0].message.content  # both greedy
+    completion = client.completions.create(model="seal", prompt=["Once upon", "The tide"], max_tokens=4)
+    assert completion.object == "text_completion" and len(completion.choices) == 2
+    metrics = server.get("/metrics").text
+    assert 'seal_requests_total{path="/v1/chat/completions",status="200"} 3.0' in metrics
+    assert 'seal_current_version{version="v0"} 1.0' in metrics
+
+
+def test_reads_and_writes_need_the_key(server):
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    for path in ("/v1/models", "/v1/versions", "/v1/adaptations", "/metrics"):
+        assert httpx.get(server.url + path).status_code == 401
+        assert httpx.get(server.url + path, headers={"Authorization": "Bearer wrong-key"}).status_code == 401
+    refused = server.post("/v1/adaptations", headers={}, files={"file": ("a.md", DOC.encode())})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert server.post("/v1/versions/v0/activate", headers={}).status_code == 401
+    chat = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "seal", "messages": []})
+    assert chat.status_code == 401
+
+
+def test_bad_uploads_get_a_json_4xx_and_queue_nothing(server):
+    cases = [([("file", ("empty.md", b""))], 400), ([("file", ("x.md", b"\x00\x01ELF"))], 415),
+             ([("file", ("latin.md", "caf\xe9 cr\xe8me".encode("latin-1")))], 415),
+             ([("file", ("big.md", b"word " * 1000))], 413),
+             ([("file", (f"{n}.md", DOC.encode())) for n in range(3)], 400),
+             ([], 400)]
+    for files, status in cases:
+        response = server.post("/v1/adaptations", files=files) if files else server.post("/v1/adaptations")
+        assert response.status_code == status, (files[:1], response.text)
+        assert response.json()["error"]["message"]
+    bad_json = server.post("/v1/chat/completions", json={"messages": "not a list"})
+    assert bad_json.status_code == 400 and "messages" in bad_json.json()["error"]["message"]
+    assert server.get("/v1/adaptations").json()["data"] == []
+
+
+def test_adaptation_end_to_end_then_activation(server):
+    created = server.post("/v1/adaptations", files={"file": ("brellick.md", DOC.encode())})
+    assert created.status_code == 202 and created.json()["status"] == "queued"
+    job = server.wait_for(created.json()["id"])
+    assert job["status"] in ("committed", "rolled_back"), job
+    assert {c["name"] for c in job["report"]["checks"]} >= {"knowledge", "locality", "safety"}
+    versions = server.get("/v1/versions").json()
+    assert job["version"] in [v["id"] for v in versions["data"]]
+    if job["status"] == "committed":
+        assert versions["current"] == versions["serving"] == job["version"]
+        assert server.get("/v1/models").headers["X-Seal-Version"] == job["version"]
+        assert f'seal_adaptations_total{{outcome="committed"}} 1.0' in server.get("/metrics").text
+    activated = server.post("/v1/versions/v0/activate")
+    assert activated.status_code == 200 and activated.json()["current"] == "v0"
+    assert server.get("/v1/versions").json()["serving"] == "v0"
+    assert server.post("/v1/versions/v99/activate").status_code == 404
+
+
+def test_inbox_files_are_adapted_then_moved(server, tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "regulation.md").write_text(DOC)
+    (inbox / "scan.md").write_bytes(b"\x00\x00binary")
+    for path in inbox.iterdir():
+        os.utime(path, (time.time() - 10, time.time() - 10))  # settled: not being written any more
+    deadline = time.time() + 300
+    while time.time() < deadline and any(p.is_file() for p in inbox.iterdir()):
+        time.sleep(0.5)
+    jobs = {Path(j["inbox_path"]).name: j for j in server.get("/v1/adaptations").json()["data"]}
+    assert jobs["scan.md"]["status"] == "failed" and "binary" in jobs["scan.md"]["reason"]
+    assert (inbox / "failed" / f"{jobs['scan.md']['id']}-scan.md").exists()
+    regulation = jobs["regulation.md"]
+    folder = "done" if regulation["status"] == "committed" else "failed"
+    assert (inbox / folder / f"{regulation['id']}-regulation.md").read_text() == DOC
+
+
+def test_restart_resumes_queued_jobs_and_marks_interrupted_ones(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    first = Server(home, tiny_model_dir)
+    first.stop()
+    document = tmp_path / "doc.md"
+    document.write_text(DOC)
+    store = Store(home)
+    entry = [{"name": "doc.md", "path": str(document), "sha256": "x"}]
+    cut_short = store.enqueue("api", entry)
+    store.update_job(cut_short.id, "training")  # as if the server had died mid-update
+    waiting = store.enqueue("api", entry)
+    second = Server(home, tiny_model_dir)
+    try:
+        interrupted = second.get(f"/v1/adaptations/{cut_short.id}").json()
+        assert interrupted["status"] == "interrupted" and "stopped while this job was training" in interrupted["reason"]
+        assert second.wait_for(waiting.id)["status"] in ("committed", "rolled_back")
+        assert 'seal_adaptations_total{outcome="interrupted"} 1.0' in second.get("/metrics").text
+    finally:
+        second.stop()
+
+
+def test_requests_never_fail_across_a_swap(server):
+    stop = threading.Event()
+    rows: list[dict] = []
+    load = threading.Thread(target=lambda: rows.extend(drive(server, 4, lambda n: not stop.is_set(), 4, lambda: "")))
+    load.start()
+    time.sleep(1)
+    job = server.wait_for(server.post("/v1/adaptations", files={"file": ("a.md", DOC.encode())}).json()["id"])
+    time.sleep(1)
+    server.post("/v1/versions/v0/activate")  # and back again
+    time.sleep(1)
+    stop.set()
+    load.join()
+    assert [r["error"] for r in rows if not r["ok"]] == []
+    assert job["status"] == "committed", job["reason"]  # the tiny model's update passes its checks
+    assert {"v0", job["version"]} <= {r["version"] for r in rows} and len(rows) > 10
+    assert all(0 < r["tokens"] <= 4 and r["ttft"] is not None for r in rows)  # usage arrives in the stream
