@@ -29,8 +29,13 @@ test: install
 bench: install
 	$(SEAL) bench learn --out runs/bench-learn
 	$(SEAL) bench gate --out runs/bench-gate
+	$(SEAL) train-policy --data $(SQUAD) --out runs/policy --passages 20 --samples 4 --reward-repeats 2 --rounds 1 \
+		--executor ray --workers 2
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/ki-50 --passages 50 \
-		--conditions base,in-context,passage,implications,oracle-qa
+		--conditions base,in-context,passage,implications,oracle-qa,policy:runs/policy/round-1
+	$(PY) scripts/policy_timing.py --data $(SQUAD) --out runs/policy-timing --executors in-process,ray \
+		--passages 4 --samples 2
+	$(SEAL) bench serve --out runs/bench-serve
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate \
 		--conditions implications
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-3 --passages 3 --conditions implications \

@@ -74,6 +74,9 @@ def test_bad_uploads_get_a_json_4xx_and_queue_nothing(server):
         response = server.post("/v1/adaptations", files=files) if files else server.post("/v1/adaptations")
         assert response.status_code == status, (files[:1], response.text)
         assert response.json()["error"]["message"]
+    huge = server.post("/v1/adaptations", files={"file": ("huge.md", b"word " * 20_000)})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"  # refused unread
+    assert server.get("/v1/nowhere").json()["error"]["message"] == "Not Found"
     bad_json = server.post("/v1/chat/completions", json={"messages": "not a list"})
     assert bad_json.status_code == 400 and "messages" in bad_json.json()["error"]["message"]
     assert server.get("/v1/adaptations").json()["data"] == []

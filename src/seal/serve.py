@@ -22,12 +22,14 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seal import model as lm_ops
 from seal.documents import TEXT_SUFFIXES, parse_document
@@ -352,6 +354,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         return _error_response(400, f"{where}: {first['msg']}" if where else first["msg"], "invalid_request_error",
                                "invalid_request")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error_response(err.status_code, str(err.detail), "invalid_request_error", None)
+
     @app.exception_handler(SealError)
     async def seal_error(request: Request, err: SealError) -> JSONResponse:
         return _error_response(400, str(err), "invalid_request_error", None)
@@ -364,7 +370,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         path = getattr(route, "path", "unmatched")
         server.metrics.requests.labels(path, str(response.status_code)).inc()
         server.metrics.latency.labels(path).observe(time.perf_counter() - start)
-        response.headers["X-Seal-Version"] = server.served.version
+        response.headers.setdefault("X-Seal-Version", server.served.version)  # chat sets its own request's
         return response
 
     def authorize(request: Request, write: bool) -> None:
@@ -433,12 +439,18 @@ def create_app(config: ServeConfig) -> FastAPI:
                       "total_tokens": sum(r[1] + r[2] for r in results)}}, headers={"X-Seal-Version": served.version})
 
     @app.post("/v1/adaptations", status_code=202)
-    async def adapt(request: Request, file: list[UploadFile] = File(default=[])) -> dict:
-        authorize(request, write=True)
+    async def adapt(request: Request) -> dict:
+        authorize(request, write=True)  # before the body is read: a stranger's upload is never parsed
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > config.max_files * config.max_upload_bytes + 65536:
+            raise ApiError(413, f"the request is {declared} bytes; the limit is {config.max_files} files of "
+                           f"{config.max_upload_bytes} bytes", code="request_too_large")
+        form = await request.form(max_files=config.max_files + 1, max_fields=16)
         files = []
-        for upload in file:
-            raw = await upload.read(config.max_upload_bytes + 1)  # one byte more tells an oversize file
-            files.append((upload.filename or "document.md", raw))
+        for name, upload in form.multi_items():
+            if name == "file" and isinstance(upload, UploadFile):
+                raw = await upload.read(config.max_upload_bytes + 1)  # one byte more tells an oversize file
+                files.append((upload.filename or "document.md", raw))
         return asdict(server.enqueue(Store(config.home), files, "api"))
 
     @app.get("/v1/adaptations")
