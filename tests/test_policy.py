@@ -17,9 +17,10 @@ from seal import model as lm_ops
 from seal.cli import app
 from seal.errors import SealError
 from seal.generate import GenerationConfig
-from seal.knowledge import Item, KnowledgeConfig, load_items, run_knowledge
+from seal.knowledge import Item, KnowledgeConfig, load_items, run_knowledge, select
 from seal.policy import Choice, PolicyConfig, round_stats, run_policy, select_best, sft_pairs, training_items
 from seal.prompts import STRATEGIES, self_edit_messages
+from seal.report import report
 from seal.reward import ExecutorConfig
 from seal.sft import IGNORE, SFTConfig, collate, sft, tokenize_example
 from seal.store import Store
@@ -82,7 +83,6 @@ def test_round_stats_compare_spread_over_samples_with_spread_over_repeats():
 def test_training_passages_are_disjoint_from_the_evaluation_prefix():
     items = load_items(str(DATA))
     config = PolicyConfig(data=str(DATA), passages=2, eval_passages=1)
-    from seal.knowledge import select
     evaluated = {i.id for i in select(items, 1, 42)}
     trained = {i.id for i in training_items(items, config)}
     assert len(trained) == 2 and not evaluated & trained
@@ -211,6 +211,9 @@ def test_policy_is_refused_on_passages_it_was_trained_on(in_process_run, tiny_mo
     config.passages = 1  # the passage train-policy left out
     records = run_knowledge(tmp_path / "unseen", config).records()
     assert {r["condition"] for r in records} == {"base", policy}
+    config.conditions = ["base", "implications", policy]  # a condition added to a run reuses what is done
+    run_knowledge(tmp_path / "unseen", config)
+    assert f"{policy} - implications" in report(tmp_path / "unseen")["paired_differences"]
 
 
 def test_learn_writes_self_edits_with_a_trained_policy(in_process_run, tiny_model_dir, home, facts_file):
