@@ -35,7 +35,7 @@ def closed_book(store: Store, model: str, questions: list[str]) -> list[str]:
     return lm_ops.generate(lm, prompts, max_new_tokens=48)
 
 
-def _write_doc(folder: Path, item: dict) -> Path:
+def write_doc(folder: Path, item: dict) -> Path:
     path = folder / (re.sub(r"\W+", "-", item["title"].lower()).strip("-") + ".md")
     path.write_text(f"# {item['title']}\n\n{item.get('context') or item['text']}\n", encoding="utf-8")
     return path
@@ -62,7 +62,7 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
         for index, item in enumerate(items):
             questions = [q["question"] for q in item["questions"]]
             golds = [q["answer"] for q in item["questions"]]
-            doc = _write_doc(Path(scratch), item)
+            doc = write_doc(Path(scratch), item)
             row = {"title": item["title"], "questions": len(questions)}
             base_store = Store(Path(scratch) / f"base-{index}")
             predictions = closed_book(base_store, model, questions)
@@ -139,7 +139,7 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
         for index, (kind, item, lr) in enumerate(trials):
             options = LearnOptions(model=model)
             options.update.lr = lr or options.update.lr
-            _, result = stores.learn(f"{kind}-{index}", [str(_write_doc(Path(scratch), item))], options)
+            _, result = stores.learn(f"{kind}-{index}", [str(write_doc(Path(scratch), item))], options)
             results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason,
                                   "checks": {c["name"]: c.get("value") for c in result.report["checks"]}})
             say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")

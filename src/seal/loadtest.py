@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from seal.bench import _write_doc, packaged
+from seal.bench import write_doc, packaged
 
 QUESTION = "What does a tide clock show, and how is one built?"
 
@@ -151,7 +151,7 @@ def summarize(rows: list[dict]) -> dict:
 def bench_serve(out: Path, model: str, requests: int, max_tokens: int, report: Callable[[str], None]) -> dict:
     """Idle at 1 and 4 clients, then the same while an adaptation trains, then failures across its swap."""
     out.mkdir(parents=True, exist_ok=True)
-    documents = [_write_doc(out, item) for item in packaged("invented_facts.json")[:2]]
+    documents = [write_doc(out, item) for item in packaged("invented_facts.json")[:2]]
     with tempfile.TemporaryDirectory(prefix="seal-bench-serve-") as home:
         server = ServerProcess(Path(home), secrets.token_hex(16), "--model", model)
         jobs: dict[str, str] = {}
