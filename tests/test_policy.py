@@ -22,9 +22,9 @@ from seal.policy import Choice, PolicyConfig, round_stats, run_policy, select_be
 from seal.prompts import STRATEGIES, self_edit_messages
 from seal.report import report
 from seal.reward import ExecutorConfig
-from seal.sft import IGNORE, SFTConfig, collate, sft, tokenize_example
+from seal.sft import SFTConfig, sft, tokenize_example
 from seal.store import Store
-from seal.update import UpdateConfig
+from seal.update import IGNORE, UpdateConfig, collate
 
 DATA = Path(__file__).resolve().parent / "fixtures" / "invented_squad.json"
 SEAL = str(Path(sys.executable).parent / "seal")

@@ -1,7 +1,7 @@
 import torch
 
 from seal import model as lm_ops
-from seal.update import UpdateConfig, _batch, attach_trainable_adapter, pack, sequence_text, train
+from seal.update import UpdateConfig, attach_trainable_adapter, collate, pack, sequence_text, train
 
 from conftest import FACTS
 
@@ -12,7 +12,7 @@ def test_pack_keeps_whole_sequences_within_budget():
 
 
 def test_padding_is_masked_out_of_the_loss():
-    batch = _batch([[5, 6, 7], [8]], pad_id=0, device=torch.device("cpu"))
+    batch = collate([([5, 6, 7], [5, 6, 7]), ([8], [8])], pad_id=0, device=torch.device("cpu"))
     assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 

@@ -65,6 +65,13 @@ def open_store() -> Store:
     return Store(lm_ops.seal_home())
 
 
+def use_policy(options: LearnOptions, policy: str | None, strategy: str | None) -> None:
+    """Self-edits written by `policy` (by its absolute path), with the prompt it was trained on unless --strategy."""
+    options.policy = lm_ops.canonical_name(policy) if policy else None
+    trained_on = lm_ops.read_lineage(policy).get("strategy") if policy else None
+    options.generation.strategy = strategy or trained_on or GenerationConfig.strategy
+
+
 def model_for(store: Store, model: str | None) -> str:
     """The --model given (canonical), else the store's model, else the embedded one."""
     return lm_ops.canonical_name(model) if model else (store.model() or lm_ops.EMBEDDED)
@@ -120,11 +127,10 @@ def learn(
     """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
     store = open_store()
     options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
-                           safety_rules=safety_rules, max_passages=max_passages,
-                           policy=lm_ops.canonical_name(policy) if policy else None)
-    strategy = strategy or (lm_ops.read_lineage(policy).get("strategy") if policy else None) or GenerationConfig.strategy
+                           safety_rules=safety_rules, max_passages=max_passages)
+    use_policy(options, policy, strategy)
     g, u = options.generation, options.update
-    g.strategy, g.template, g.samples, g.max_new_tokens, g.seed = strategy, template and str(template), samples, max_new_tokens, seed
+    g.template, g.samples, g.max_new_tokens, g.seed = template and str(template), samples, max_new_tokens, seed
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
     with progress_bar() as bar:
@@ -354,8 +360,8 @@ def serve(
         raise SealError("set SEAL_API_KEY or pass --api-key-file with a key of at least 16 characters: "
                         "adaptation and activation always need one")
     store = open_store()
-    options = LearnOptions(policy=lm_ops.canonical_name(policy) if policy else None)
-    options.generation.strategy = (lm_ops.read_lineage(policy).get("strategy") if policy else None) or "implications"
+    options = LearnOptions()
+    use_policy(options, policy, None)
     config = ServeConfig(home=store.home, api_key=key, model=model_for(store, model), device=device,
                          public_read=public_read, watch=watch, max_upload_bytes=max_upload_bytes,
                          max_files=max_files, learn=options)

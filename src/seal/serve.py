@@ -231,22 +231,23 @@ class SealServer:
         if len(store.jobs(("queued",))) >= self.config.max_queued:
             raise ApiError(429, f"{self.config.max_queued} adaptations are already queued; try again later",
                            "rate_limit_error", "queue_full")
+        hashes = []
         for name, raw in files:
             if len(raw) > self.config.max_upload_bytes:
                 raise ApiError(413, f"{name} is {len(raw)} bytes; the limit is {self.config.max_upload_bytes}",
                                code="file_too_large")
             try:
-                parse_document(raw, name, Path(name).stem)
+                hashes.append(parse_document(raw, name, Path(name).stem).sha256)
             except SealError as err:
                 raise ApiError(415 if "binary" in str(err) or "UTF-8" in str(err) else 400, str(err),
                                code="bad_document") from None
         folder = self.config.home / "uploads" / uuid.uuid4().hex
         folder.mkdir(parents=True)
         documents = []
-        for name, raw in files:
+        for (name, raw), sha256 in zip(files, hashes):
             path = folder / _safe_name(name)
             path.write_bytes(raw)
-            documents.append({"name": name, "path": str(path), "sha256": sha256_of(raw)})
+            documents.append({"name": name, "path": str(path), "sha256": sha256})
         job = store.enqueue(origin, documents, inbox_path)
         self.metrics.queued.set(len(store.jobs(("queued",))))
         return job

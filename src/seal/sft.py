@@ -18,9 +18,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
 from seal.model import LM
-
-IGNORE = -100  # the label that makes a position count for nothing in the loss
-
+from seal.update import IGNORE, collate
 
 @dataclass
 class SFTConfig:
@@ -56,18 +54,6 @@ def tokenize_example(tokenizer: PreTrainedTokenizerBase, prompt: str, completion
     ids = (prompt_ids + completion_ids)[:max_tokens]
     labels = ([IGNORE] * len(prompt_ids) + completion_ids)[:max_tokens]
     return ids, labels
-
-
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ids, labs) in enumerate(examples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, : len(labs)] = torch.tensor(labs)
-        mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
 def sft(lm: LM, pairs: list[tuple[str, str]], config: SFTConfig) -> SFTStats:

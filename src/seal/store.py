@@ -322,15 +322,18 @@ class Store:
         return self._job(row) if row else None
 
     def jobs(self, statuses: tuple[str, ...] | None = None) -> list[Job]:
-        rows = self.db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
-        return [j for j in map(self._job, rows) if statuses is None or j.status in statuses]
+        if statuses is None:
+            rows = self.db.execute("SELECT * FROM jobs ORDER BY seq")
+        else:
+            rows = self.db.execute(f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(statuses))}) "
+                                   "ORDER BY seq", statuses)
+        return [self._job(row) for row in rows]
 
     def inbox_job(self, inbox_path: str, sha256: str) -> Job | None:
         """The job already recorded for this inbox file with this content, if any."""
-        for job in self.jobs():
-            if job.inbox_path == inbox_path and job.documents and job.documents[0]["sha256"] == sha256:
-                return job
-        return None
+        rows = self.db.execute("SELECT * FROM jobs WHERE inbox_path = ? ORDER BY seq", (inbox_path,))
+        return next((job for job in map(self._job, rows) if job.documents and job.documents[0]["sha256"] == sha256),
+                    None)
 
     def enqueue(self, origin: str, documents: list[dict], inbox_path: str | None = None,
                 status: str = "queued", reason: str = "") -> Job:

@@ -81,15 +81,20 @@ def pack(token_lists: list[list[int]], budget: int) -> list[list[int]]:
     return rows
 
 
-def _batch(token_lists: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(t) for t in token_lists)
-    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, tokens in enumerate(token_lists):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+IGNORE = -100  # the label that makes a position count for nothing in the loss
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded (input ids, labels) rows; padding is masked out of attention and of the loss."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
 def train(lm: LM, texts: list[str], config: UpdateConfig,
@@ -112,7 +117,8 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
         rows = pack(tokenized, config.pack_tokens)
         last_epoch = []
         for first in range(0, len(rows), config.batch_size):
-            batch = _batch(rows[first : first + config.batch_size], lm.tokenizer.pad_token_id, lm.device)
+            batch = collate([(row, row) for row in rows[first : first + config.batch_size]],
+                            lm.tokenizer.pad_token_id, lm.device)
             loss = lm.model(**batch).loss
             loss.backward()
             optimizer.step()
