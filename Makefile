@@ -18,9 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+DEMO_QUESTION := When does the Acme X200 ship?
+
+# The question, the base model's answer, learning the document, then the new version's answer.
 demo: install
-	SEAL_HOME=$(DEMO_HOME) $(SEAL) learn examples/acme-x200.md --probe-file examples/acme-x200.probes.json
-	SEAL_HOME=$(DEMO_HOME) $(SEAL) ask "When does the Acme X200 ship?"
+	@echo "question: $(DEMO_QUESTION)"
+	@printf "before learning (v0): " && SEAL_HOME=$(DEMO_HOME) $(SEAL) ask --version v0 "$(DEMO_QUESTION)"
+	SEAL_HOME=$(DEMO_HOME) $(SEAL) learn examples/acme-x200.md
+	@printf "after learning: " && SEAL_HOME=$(DEMO_HOME) $(SEAL) ask "$(DEMO_QUESTION)"
 	SEAL_HOME=$(DEMO_HOME) $(SEAL) history
 
 test: install

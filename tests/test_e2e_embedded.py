@@ -47,3 +47,27 @@ def test_learn_ask_rollback_on_the_embedded_model(tmp_path):
     assert json.loads(seal(home, "ask", "Which engineer led the Acme X200?", "--json").stdout)["version"] == "v0"
     seal(home, "rollback", "v1")
     assert json.loads(seal(home, "history", "--json").stdout)["current"] == "v1"
+
+
+@pytest.mark.embedded
+def test_default_self_study_answers_a_question_the_base_model_could_not(tmp_path):
+    """The demo: learn the Acme X200 note with the defaults, then ask when it ships, worded as no training text is."""
+    home = tmp_path / "home"
+    shared_cache = Path.home() / ".seal" / "models"
+    if (shared_cache / "smollm2-135m-instruct" / "model.safetensors").exists():
+        (home / "models").mkdir(parents=True)
+        shutil.copytree(shared_cache / "smollm2-135m-instruct", home / "models" / "smollm2-135m-instruct")
+    question = "When does the Acme X200 ship?"
+    before = json.loads(seal(home, "ask", "--version", "v0", question, "--json").stdout)["answer"]
+    assert "2027" not in before
+    payload = json.loads(seal(home, "learn", str(EXAMPLES / "acme-x200.md"), "--json").stdout)
+    assert payload["committed"] and payload["version"] == "v1"
+    shown = json.loads(seal(home, "show", "v1", "--json").stdout)
+    quiz = [e for e in shown["self_edits"] if e["kind"] == "quiz"]
+    assert any(e["accepted"] for e in quiz) and any(not e["accepted"] for e in quiz)
+    trained = " ".join(e["train_text"] for e in shown["self_edits"])
+    assert question not in trained  # the question is asked in words the update never saw
+    after = json.loads(seal(home, "ask", question, "--json").stdout)["answer"]
+    assert "March 14, 2027" in after
+    table = seal(home, "show", "v1").stdout
+    assert "quiz pairs" in table and "round trip" in table

@@ -19,7 +19,7 @@ def test_parse_qa_pairs_and_incomplete_tail():
 def test_write_self_edits_includes_passage_and_one_batch_of_samples(tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
     passages = [Passage("Clock", "The clock was built in 1893.", "a.md"), Passage("Bell", "The bell rings.", "b.md")]
-    config = GenerationConfig(samples=2, max_new_tokens=8)
+    config = GenerationConfig(strategy="implications", samples=2, max_new_tokens=8)
     candidates, completions = write_self_edits(lm, passages, config)
     assert len(completions) == 4
     assert [c.text for c in candidates if c.kind == "passage"] == ["Clock\nThe clock was built in 1893.",
@@ -32,7 +32,7 @@ def test_each_completion_is_credited_to_its_passage_and_sample(tiny_model_dir, m
     completions = ["Clock fact one here.", "Clock fact two here.", "Bell fact one here.", "Bell fact two here."]
     monkeypatch.setattr(lm_ops, "generate", lambda *args, **kwargs: completions)
     passages = [Passage("Clock", "Clock text.", "a.md"), Passage("Bell", "Bell text.", "b.md")]
-    candidates, _ = write_self_edits(lm, passages, GenerationConfig(samples=2))
+    candidates, _ = write_self_edits(lm, passages, GenerationConfig(strategy="implications", samples=2))
     lines = [(c.text, c.passage_index, c.sample) for c in candidates if c.kind == "line"]
     assert lines == [("Clock fact one here.", 0, 0), ("Clock fact two here.", 0, 1),
                      ("Bell fact one here.", 1, 0), ("Bell fact two here.", 1, 1)]

@@ -170,3 +170,20 @@ def test_resume_after_kill_gives_identical_results(tmp_path, tiny_model_dir):
                    key=lambda r: r["key"])
     resumed = sorted(without_timing(json.loads(l) for l in trials.read_text().splitlines()), key=lambda r: r["key"])
     assert len(resumed) == 9 and resumed == whole
+
+
+def test_self_study_conditions_and_the_rule_only_cloze_baseline(tmp_path, tiny_model_dir):
+    config = tiny_config(tiny_model_dir, conditions=["passage", "cloze", "quiz", "study"], passages=1,
+                         generation=GenerationConfig(samples=1, max_new_tokens=12, facts=3))
+    records = {r["condition"]: r for r in run_knowledge(tmp_path / "run", config).records()}
+    cloze = records["cloze"]["trials"][0]
+    assert cloze["train_sequences"] == 4  # the passage and one rule-made question per answer span
+    assert all("Question:" in text and text.count("?") >= 1 for text in cloze["self_edits"])
+    assert cloze["coverage"] >= 1  # spans are the passage's own words, so some gold answers are among them
+    quiz = records["quiz"]["trials"][0]
+    assert quiz["quiz_pairs"] >= 1 and 0 <= quiz["quiz_kept"] <= quiz["quiz_pairs"]
+    assert quiz["train_sequences"] == 1 + quiz["quiz_kept"]  # only what the evaluator kept is trained
+    assert records["passage"]["trials"][0]["coverage"] == 0
+    summary = report(tmp_path / "run")
+    assert summary["conditions"]["cloze"]["coverage"] > 0 and "quiz_kept_share" in summary["conditions"]["quiz"]
+    assert "round trip" in (tmp_path / "run" / "results.md").read_text()

@@ -16,11 +16,11 @@ from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.grading import contains
 from seal.learn import LearnOptions, LearnResult, learn, load_version
 from seal.prompts import answer_messages
 from seal.check import mean
 from seal.store import Store
+from seal.text import covers
 
 Report = Callable[[str], None]
 
@@ -51,30 +51,38 @@ class Condition:
     samples: int  # 0: the passage alone
 
 
-def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: list[str], samples: int = 3) -> dict:
-    """Closed-book accuracy on invented facts: before, after the passage alone, after `seal learn` with self-edits."""
+def _grade(store: Store, model: str, items: list[dict]) -> list[list[str]]:
+    """Every question of every item asked closed-book of the store's current version; the predictions per item."""
+    questions = [q["question"] for item in items for q in item["questions"]]
+    predictions = iter(closed_book(store, model, questions))
+    return [[next(predictions) for _ in item["questions"]] for item in items]
+
+
+def _correct(item: dict, predictions: list[str]) -> int:
+    return sum(covers(p, q["answer"]) for p, q in zip(predictions, item["questions"]))
+
+
+def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: list[str], samples: int = 2,
+                ways: tuple[str, ...] = ("fresh", "sequential")) -> dict:
+    """Closed-book accuracy on invented facts, both ways a user works: each document learned into a fresh store
+    (before, after the passage alone, after `seal learn` with each strategy), and all documents learned in turn into
+    one store, then every question asked. Graded as the knowledge benchmark grades (the local judge)."""
     out.mkdir(parents=True, exist_ok=True)
     items = packaged("invented_facts.json")[:documents]
     conditions = [Condition("passage", 0)] + [Condition(s, samples) for s in strategies]
     rows, timings, disk = [], [], []
+    sequential: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
         stores = FreshStores(Path(scratch))
-        for index, item in enumerate(items):
-            questions = [q["question"] for q in item["questions"]]
-            golds = [q["answer"] for q in item["questions"]]
-            doc = write_doc(Path(scratch), item)
-            row = {"title": item["title"], "questions": len(questions)}
-            base_store = Store(Path(scratch) / f"base-{index}")
-            predictions = closed_book(base_store, model, questions)
-            row["base"] = sum(contains(p, g) for p, g in zip(predictions, golds))
+        docs = [write_doc(Path(scratch), item) for item in items]
+        for index, (item, doc) in enumerate(zip(items, docs) if "fresh" in ways else []):
+            row = {"title": item["title"], "questions": len(item["questions"])}
+            row["base"] = _correct(item, _grade(Store(Path(scratch) / f"base-{index}"), model, [item])[0])
             for condition in conditions:
-                options = LearnOptions(model=model)
-                options.generation.samples = condition.samples
-                options.generation.strategy = condition.name if condition.samples else strategies[0]
+                options = _options(model, condition, strategies)
                 store, result = stores.learn(f"{condition.name}-{index}", [str(doc)], options)
-                predictions = closed_book(store, model, questions)
-                correct = sum(contains(p, g) for p, g in zip(predictions, golds))
-                row[condition.name] = correct
+                predictions = _grade(store, model, [item])[0]
+                row[condition.name] = _correct(item, predictions)
                 row[f"{condition.name}_committed"] = result.committed
                 row[f"{condition.name}_answers"] = predictions
                 row[f"{condition.name}_kept"] = result.kept
@@ -85,27 +93,51 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
                         disk.append(_dir_size(store.adapter_path(store.current())))
             say(f"{item['title']}: base {row['base']}, " + ", ".join(
                 f"{c.name} {row[c.name]}{'' if row[c.name + '_committed'] else ' (refused)'}" for c in conditions)
-                + f" / {len(questions)}")
+                + f" / {len(item['questions'])}")
             rows.append(row)
-    total_q = sum(r["questions"] for r in rows)
-    accuracy = {name: round(sum(r[name] for r in rows) / total_q, 4) for name in ["base"] + [c.name for c in conditions]}
+        for condition in conditions[1:] if "sequential" in ways else []:
+            committed = []
+            for doc in docs:
+                store, result = stores.learn(f"sequential-{condition.name}", [str(doc)],
+                                             _options(model, condition, strategies))
+                committed.append(result.committed)
+                say(f"in turn, {condition.name}: {doc.name} {'committed' if result.committed else 'refused: ' + result.reason}")
+            predictions = _grade(store, model, items)
+            sequential[condition.name] = {
+                "committed": committed, "correct": [_correct(i, p) for i, p in zip(items, predictions)],
+                "answers": predictions, "versions": len(store.history())}
+    total_q = sum(len(item["questions"]) for item in items)
+    accuracy = ({name: round(sum(r[name] for r in rows) / total_q, 4)
+                 for name in ["base"] + [c.name for c in conditions]} if rows else {})
+    in_turn = {name: round(sum(r["correct"]) / total_q, 4) for name, r in sequential.items()}
     stages = {key: round(statistics.median(t[key] for t in timings), 2) for key in timings[0]} if timings else {}
     summary = {
-        "documents": len(rows), "questions": total_q, "accuracy": accuracy,
-        "self_edits_beat_passage": {s: accuracy[s] > accuracy["passage"] for s in strategies},
+        "documents": len(items), "questions": total_q, "accuracy": accuracy, "accuracy_in_turn": in_turn,
+        "self_edits_beat_passage": {s: accuracy[s] > accuracy["passage"] for s in strategies} if rows else {},
         "timed_strategy": strategies[0],
         "median_seconds_by_stage": stages,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "adapter_mb": round(statistics.median(disk) / 1e6, 2) if disk else None,
-        "rows": rows,
+        "rows": rows, "in_turn": sequential,
     }
     (out / "learn.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    table = ["| condition | closed-book accuracy |", "|---|---|"]
-    table += [f"| {name} | {value:.1%} ({round(value * total_q)}/{total_q}) |" for name, value in accuracy.items()]
+    table = ["| condition | each document in a fresh store | all documents learned in turn into one store |",
+             "|---|---|---|"]
+    for name in dict.fromkeys(list(accuracy) + list(in_turn)):
+        cells = [f"{d[name]:.1%} ({round(d[name] * total_q)}/{total_q})" if name in d else "-"
+                 for d in (accuracy, in_turn)]
+        table.append(f"| {name} | {cells[0]} | {cells[1]} |")
     table += ["", "| stage | median seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in stages.items()]
     table += ["", f"Peak RSS: {summary['peak_rss_gib']} GiB. Adapter per version: {summary['adapter_mb']} MB."]
     (out / "learn.md").write_text("\n".join(table) + "\n", encoding="utf-8")
     return summary
+
+
+def _options(model: str, condition: Condition, strategies: list[str]) -> LearnOptions:
+    options = LearnOptions(model=model)
+    options.generation.samples = condition.samples
+    options.generation.strategy = condition.name if condition.samples else strategies[0]
+    return options
 
 
 class FreshStores:

@@ -19,9 +19,11 @@ from pathlib import Path
 from seal import model as lm_ops
 from seal.documents import Passage, sentences
 from seal.errors import SealError
+from seal.generate import Candidate
 from seal.model import LM
 from seal.prompts import answer_messages
 from seal.score import SafetyRule, flagged, repetition
+from seal.text import covers
 
 
 @dataclass
@@ -29,11 +31,14 @@ class Probe:
     prompt: str  # the exact model input
     answer: str  # the continuation whose likelihood is measured
     label: str  # what a person reads: the question, or the cloze sentence
+    question: bool = False  # a question (asked as `seal ask` asks it): the updated model must answer it
 
 
 @dataclass
 class GateConfig:
-    knowledge_min_improved: float = 0.75  # share of new probes whose answer NLL fell
+    knowledge_min_improved: float = 0.75  # cloze probes: share whose answer NLL fell
+    knowledge_min_answered: float = 0.25  # question probes: share answered closed-book after the update
+    quiz_probes: int = 4  # per passage: quiz pairs held out of training to be the version's probes
     retention_min_kept: float = 0.8  # share of earlier probes still better than before they were learned
     locality_min_agreement: float = 0.45  # teacher-forced agreement with the base model's own tokens
     safety_max_new_flags: int = 0
@@ -97,8 +102,27 @@ def read_probe_file(path: Path) -> list[tuple[str, str]]:
 
 
 def qa_probes(pairs: list[tuple[str, str]], lm: LM) -> list[Probe]:
-    """Questions asked exactly as `seal ask` asks them; the answer's likelihood is what is measured."""
-    return [Probe(lm.chat_prompt(answer_messages(q)), " " + a, q) for q, a in pairs]
+    """Questions asked exactly as `seal ask` asks them: the reply is graded, the answer's likelihood recorded."""
+    return [Probe(lm.chat_prompt(answer_messages(q)), " " + a, q, question=True) for q, a in pairs]
+
+
+def hold_out(pairs: list[Candidate], per_passage: int) -> list[Candidate]:
+    """Kept quiz pairs to hold out of training as probes: a second wording of a fact whose first is trained, so
+    the probe asks what was learned in words that were not. At most `per_passage` per passage."""
+    chosen: list[Candidate] = []
+    by_fact: dict[tuple[int, int], list[Candidate]] = {}
+    for pair in pairs:
+        by_fact.setdefault((pair.passage_index, pair.fact), []).append(pair)
+    for (passage, _), wordings in sorted(by_fact.items()):
+        if len(wordings) > 1 and sum(c.passage_index == passage for c in chosen) < per_passage:
+            chosen.append(wordings[-1])
+    return chosen
+
+
+def answered(lm: LM, probes: list[Probe], max_new_tokens: int = 32) -> list[bool]:
+    """Closed-book replies to question probes, graded as the benchmark grades them."""
+    replies = lm_ops.generate(lm, [p.prompt for p in probes], max_new_tokens, batch_size=16)
+    return [covers(reply, p.answer) for reply, p in zip(replies, probes)]
 
 
 def answer_nlls(lm: LM, probes: list[Probe]) -> list[float]:
@@ -136,12 +160,20 @@ def run_gate(
     checks: list[CheckResult] = []
 
     nll_after = answer_nlls(lm, probes)
-    improved = [after < before for before, after in zip(nll_before, nll_after)]
-    share = sum(improved) / len(improved) if improved else 0.0
-    checks.append(CheckResult("knowledge", share >= config.knowledge_min_improved, share,
-                              config.knowledge_min_improved,
-                              {"probes": len(probes), "mean_nll_before": mean(nll_before),
-                               "mean_nll_after": mean(nll_after)}))
+    detail = {"probes": len(probes), "mean_nll_before": mean(nll_before), "mean_nll_after": mean(nll_after)}
+    if probes and all(p.question for p in probes):
+        # Questions must be answered, not only made likelier: graded replies, closed-book.
+        right = answered(lm, probes, config.generation_tokens)
+        share = sum(right) / len(right)
+        checks.append(CheckResult("knowledge", share >= config.knowledge_min_answered, share,
+                                  config.knowledge_min_answered,
+                                  {**detail, "answered": [p.label for p, r in zip(probes, right) if r],
+                                   "not_answered": [p.label for p, r in zip(probes, right) if not r]}))
+    else:
+        improved = [after < before for before, after in zip(nll_before, nll_after)]
+        share = sum(improved) / len(improved) if improved else 0.0
+        checks.append(CheckResult("knowledge", share >= config.knowledge_min_improved, share,
+                                  config.knowledge_min_improved, detail))
 
     if earlier:
         now = answer_nlls(lm, [p for p, _ in earlier])

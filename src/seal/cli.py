@@ -101,12 +101,16 @@ def task_bars() -> Iterator[Callable[[str, int, int], None]]:
 @friendly
 def learn(
     paths: Annotated[list[str], typer.Argument(help="Files, folders of .md/.txt files, or - for stdin.")],
-    strategy: Annotated[Optional[str], typer.Option(help="implications, implications-long, rewrite or self-qa "
-                                                       "(default: the policy's, else implications).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="study (passage + restatements + the model's own quiz), quiz, "
+                                                       "paraphrase, implications, implications-long, rewrite or "
+                                                       "self-qa (default: the policy's, else study).")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Write self-edits with a policy from `seal train-policy` "
                                                        "(e.g. runs/policy/round-2).")] = None,
     template: Annotated[Optional[Path], typer.Option(help="Your own self-edit prompt with {title} and {passage}.")] = None,
-    samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage (0: the passage alone).")] = GenerationConfig.samples,
+    samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage; for study, quiz and paraphrase: "
+                                                     "questions per fact and restatements per sentence (0: the "
+                                                     "passage alone).")] = GenerationConfig.samples,
+    budget: Annotated[int, typer.Option(min=0, help="study: most generated sequences trained per passage.")] = GenerationConfig.budget,
     max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = GenerationConfig.max_new_tokens,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Evaluator score a sequence needs.")] = ScoreConfig.threshold,
     judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge: self, a local model path, or a URL of "
@@ -131,6 +135,7 @@ def learn(
     use_policy(options, policy, strategy)
     g, u = options.generation, options.update
     g.template, g.samples, g.max_new_tokens, g.seed = template and str(template), samples, max_new_tokens, seed
+    g.budget = budget
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
     with progress_bar() as bar:
@@ -142,6 +147,8 @@ def learn(
             bar.update(tasks[stage], completed=done, total=total or None)
 
         result = run_learn(store, paths, options, on_progress)
+    for note in result.notes if not as_json else []:
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
     if as_json:
         out.print_json(json.dumps(asdict(result)))
     elif result.committed:
@@ -246,9 +253,15 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
     out.print(checks)
     table = Table("kept", "score", "kind", "text", "reason", title="self-edits")
-    for e in edits:
+    for e in (e for e in edits if e.kind != "quiz"):
         table.add_row("yes" if e.accepted else "no", f"{e.score:.2f}", e.kind, e.text[:90].replace("\n", " / "), e.reason)
     out.print(table)
+    quiz = [e for e in edits if e.kind == "quiz"]
+    if quiz:  # the model's own quiz: what it asked, the span it asked about, and what the evaluator made of it
+        pairs = Table("kept", "question", "answer", "round trip, or why it was rejected", title="quiz pairs")
+        for e in quiz:
+            pairs.add_row("yes" if e.accepted else "no", e.question, e.answer, e.reason)
+        out.print(pairs)
 
 
 @app.command()
@@ -379,12 +392,18 @@ def serve(
 def bench_learn(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for learn.json and learn.md.")] = Path("runs/bench-learn"),
     documents: Annotated[int, typer.Option(min=1, help="How many invented-fact documents (of 12).")] = 12,
-    strategies: Annotated[str, typer.Option(help="Comma-separated self-edit strategies; the first is timed.")] = "implications",
+    strategies: Annotated[str, typer.Option(help="Comma-separated self-edit strategies; the first is timed.")] = GenerationConfig.strategy,
     samples: Annotated[int, typer.Option(min=1)] = GenerationConfig.samples,
+    ways: Annotated[str, typer.Option(help="fresh (each document in its own store), sequential (all in turn into "
+                                           "one store), or both, comma-separated.")] = "fresh,sequential",
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
     """Time, memory, disk and closed-book accuracy: base vs passage alone vs seal learn with self-edits."""
-    summary = run_bench_learn(out_dir, documents, model, lambda line: err.print(line, highlight=False), strategies.split(","), samples)
+    chosen = tuple(_split(ways))
+    if not chosen or set(chosen) - {"fresh", "sequential"}:
+        raise SealError(f"--ways takes fresh, sequential or both, not {ways!r}")
+    summary = run_bench_learn(out_dir, documents, model, lambda line: err.print(line, highlight=False),
+                              strategies.split(","), samples, chosen)
     out.print((out_dir / "learn.md").read_text())
     for name, beat in summary["self_edits_beat_passage"].items():
         if not beat:

@@ -10,25 +10,11 @@ sentences ("The invasion was planned by the duc de Choiseul."), where exact matc
 from __future__ import annotations
 
 import random
-import re
-import string
 from collections import Counter
 from dataclasses import dataclass
 
 from seal.score import ask_yes_no
-
-ARTICLES = re.compile(r"\b(a|an|the)\b")
-PUNCTUATION = set(string.punctuation)
-STOP_WORDS = frozenset(
-    "a an the of in on at to for by with from and or as is was were are be been it its this that these those "
-    "he she they his her their which who whom what when where why how than then into about over".split())
-
-
-def normalize(text: str) -> str:
-    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
-    return " ".join(ARTICLES.sub(" ", text).split())
-
+from seal.text import covers, normalize
 
 def exact_match(prediction: str, gold: str) -> bool:
     return normalize(prediction) == normalize(gold)
@@ -51,15 +37,9 @@ def contains(prediction: str, gold: str) -> bool:
     return bool(needle) and f" {needle} " in f" {normalize(prediction)} "
 
 
-def _stems(words: list[str]) -> set[str]:
-    return {w if w.isdigit() else w[:5] for w in words}
-
-
 def rule_judge(prediction: str, gold: str) -> bool:
     """The local judge: every content word of the gold answer (stemmed; numbers exact) is in the prediction."""
-    words = normalize(gold).split()
-    content = [w for w in words if w not in STOP_WORDS] or words
-    return bool(content) and _stems(content) <= _stems(normalize(prediction).split())
+    return covers(prediction, gold)
 
 
 @dataclass

@@ -29,17 +29,19 @@ from peft.tuners.lora import LoraLayer
 from seal import model as lm_ops
 from seal.documents import Passage
 from seal.errors import SealError
-from seal.generate import GenerationConfig, candidates_from, write_self_edits
+from seal.generate import SELF_STUDY, GenerationConfig, candidates_from, write_self_edits
 from seal.grading import RemoteJudge, grade
 from seal.learn import LearnOptions, learn, load_version
 from seal.model import LM
 from seal.prompts import STRATEGIES, answer_messages, open_book_messages
-from seal.score import ScoreConfig, load_safety_rules, score_candidates
+from seal.score import ScoreConfig, load_safety_rules, score_candidates, within_budget
+from seal.spans import answer_spans, cloze_question
+from seal.text import normalize
 from seal.store import Store
 from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
 
 Progress = Callable[[str, int, int], None]  # (condition, done, total)
-FIXED = ("base", "in-context", "passage", "oracle-qa")
+FIXED = ("base", "in-context", "passage", "oracle-qa", "cloze")
 FILTERED = "+filter"  # a strategy whose self-edits pass the loop's evaluator first, as in `seal learn`
 ARMS = {"gate": "the loop as shipped: replay and the gate", "no-gate": "replay, every update kept",
         "no-gate-no-replay": "every update kept, no replay (SEAL's continual setting)"}
@@ -63,6 +65,7 @@ class KnowledgeConfig:
     passages: int = 50
     seed: int = 42
     samples: int = 1  # self-edits sampled per passage for each self-edit condition
+    study_samples: int = GenerationConfig.samples  # self-study: questions per fact and restatements per sentence
     repeats: int = 1  # updates per self-edit, with different seeds: the reward's noise
     sequence: int = 8  # continual mode: passages learned in sequence
     arms: list[str] = field(default_factory=lambda: ["gate", "no-gate"])
@@ -177,7 +180,7 @@ def check_unseen(condition: str, items: list[Item]) -> None:
 def check_conditions(conditions: list[str]) -> None:
     for condition in conditions:
         kind, _, arg = condition.partition(":")
-        if condition in FIXED or condition.removesuffix(FILTERED) in STRATEGIES:
+        if condition in FIXED or condition in SELF_STUDY or condition.removesuffix(FILTERED) in STRATEGIES:
             continue
         if kind == "policy" and arg:
             if not (Path(arg).expanduser() / "config.json").exists():
@@ -186,7 +189,7 @@ def check_conditions(conditions: list[str]) -> None:
             if not Path(arg).expanduser().is_file():
                 raise SealError(f"{condition}: {arg} does not exist")
         else:
-            raise SealError(f"unknown condition {condition!r}; use {', '.join(FIXED + tuple(STRATEGIES))}, "
+            raise SealError(f"unknown condition {condition!r}; use {', '.join(FIXED + SELF_STUDY + tuple(STRATEGIES))}, "
                             f"a strategy with {FILTERED} (e.g. implications{FILTERED}), policy:PATH or external:FILE")
 
 
@@ -318,8 +321,12 @@ class Bench:
         """Per sample: the generated text and the training texts it yields.
 
         As in SEAL, every line is trained on; a `+filter` condition keeps only the lines the evaluator accepts.
+        Self-study strategies always go through the evaluator (its round trip is part of the strategy) and their
+        budget, as in `seal learn`.
         """
         passage = Passage(item.title, item.context, f"squad:{item.id}")
+        if condition in SELF_STUDY:
+            return [self.self_study(item, passage, condition)]
         if condition.startswith("external:"):
             completions = external[condition][item.id][: self.config.samples]
             candidates = [c for s, text in enumerate(completions) for c in candidates_from(text, 0, s, "lines")]
@@ -345,6 +352,24 @@ class Bench:
                                       for c in mine]})
         return samples
 
+    def self_study(self, item: Item, passage: Passage, condition: str) -> dict:
+        generation = GenerationConfig(**{**asdict(self.config.generation), "strategy": condition,
+                                         "samples": self.config.study_samples, "seed": seed_for(item.id, condition)})
+        with self.base_off():
+            candidates, _ = write_self_edits(self.lm, [passage], generation)
+        scored = score_candidates([c for c in candidates if c.kind != "passage"], [passage], ScoreConfig(), self.rules)
+        kept = within_budget([s.candidate for s in scored if s.accepted], generation.budget)
+        quiz = [s for s in scored if s.candidate.kind == "quiz"]
+        return {"completion": "", "generated": len(scored), "quiz_pairs": len(quiz),
+                "quiz_kept": sum(s.accepted for s in quiz),
+                "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title) for c in kept],
+                "kept_text": [c.text for c in kept]}
+
+    def cloze_texts(self, item: Item) -> list[str]:
+        """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""
+        spans = answer_spans(item.context, self.config.generation.facts)
+        return [sequence_text(self.lm, "qa", "", cloze_question(span), span.text, topic=item.title) for span in spans]
+
     def passage_text(self, item: Item) -> str:
         return sequence_text(self.lm, "passage", f"{item.title}\n{item.context}")
 
@@ -363,6 +388,12 @@ def accuracy(rows: list[dict]) -> dict[str, float]:
             for metric in ("em", "f1", "contains", "judge")}
 
 
+def coverage(texts: list[str], item: Item) -> int:
+    """How many of the passage's gold answers appear verbatim in the generated training text (the passage aside)."""
+    joined = f" {normalize(' '.join(texts))} "
+    return sum(f" {normalize(gold)} " in joined for _, gold in item.questions)
+
+
 def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, dict[int, list[str]]]) -> dict:
     start = time.perf_counter()
     trials = []
@@ -375,6 +406,8 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
             samples = [{"texts": []}]
         elif condition == "oracle-qa":
             samples = [{"texts": bench.oracle_texts(item)}]
+        elif condition == "cloze":
+            samples = [{"texts": bench.cloze_texts(item)}]
         else:
             samples = bench.self_edits(item, condition, external)
         for sample, edit in enumerate(samples):
@@ -385,7 +418,7 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
                 trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
                                "final_loss": loss, "answers": answers, "accuracy": accuracy(answers),
                                **{k: v for k, v in edit.items() if k != "texts"},
-                               "self_edits": edit["texts"]})
+                               "self_edits": edit["texts"], "coverage": coverage(edit["texts"], item)})
     return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
             "condition": condition, "questions": len(item.questions), "accuracy": accuracy([t["accuracy"] for t in trials]),
             "seconds": round(time.perf_counter() - start, 2), "trials": trials}

@@ -10,14 +10,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, qa_probes, read_probe_file,
-                        run_gate)
+from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, hold_out, qa_probes,
+                        read_probe_file, run_gate)
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
 from seal.generate import GenerationConfig, resolve_strategy, write_self_edits
 from seal.prompts import answer_messages
-from seal.score import ScoreConfig, Judge, contradictions, flagged, load_safety_rules, score_candidates
-from seal.store import ProbeRecord, SelfEditRecord, Store, Version, now
+from seal.score import (ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules, score_candidates,
+                        within_budget)
+from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
 from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
 
 Progress = Callable[[str, int, int], None]
@@ -48,6 +49,7 @@ class LearnResult:
     timings: dict[str, float]
     report: dict
     stats: dict
+    notes: list[str] = field(default_factory=list)  # what a person should know, e.g. a passage with nothing to quiz
 
 
 def _refusal(store: Store, options: LearnOptions, docs: list[Document], reason: str, detail: dict) -> LearnResult:
@@ -116,11 +118,6 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
                                                                              options.max_passages)]
-        probes = (qa_probes(user_probes, lm) if user_probes is not None
-                  else cloze_probes(passages, options.gate.probes_per_passage))
-        if not probes:
-            raise SealError("the document has no sentence of six or more words to check the update with; "
-                            "pass --probe-file with questions and answers about it")
         lap("load")
 
         step("generate", 0, len(passages) * options.generation.samples)
@@ -130,12 +127,32 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 
         judge = Judge(options.scoring.judge, options.scoring.judge_model, lm) if options.scoring.judge else None
         scored = score_candidates(candidates, passages, options.scoring, rules, judge)
-        accepted = [s.candidate for s in scored if s.accepted]
-        kept = sum(1 for c in accepted if c.kind != "passage")
-        rejected = sum(1 for s in scored if not s.accepted)
         unsafe = [s for s in scored if s.candidate.kind == "passage" and not s.accepted]
         if unsafe:
             return _refusal(store, options, docs, f"a passage is flagged: {unsafe[0].reason}", {"reason": unsafe[0].reason})
+        # The model's own quiz checks the update: some kept pairs are held out of training and asked afterwards.
+        held = [] if user_probes is not None else hold_out(
+            [s.candidate for s in scored if s.accepted and s.candidate.kind == "quiz"], options.gate.quiz_probes)
+        for item in scored:
+            if any(item.candidate is c for c in held):
+                item.reason = f"held out as a knowledge probe; {item.reason}"
+        accepted = within_budget([s.candidate for s in scored if s.accepted and not any(s.candidate is c for c in held)],
+                                 options.generation.budget)
+        for item in scored:
+            if item.accepted and not any(item.candidate is c for c in accepted + held):
+                item.reason = f"over the budget of {options.generation.budget} sequences; {item.reason}"
+        kept = sum(1 for c in accepted if c.kind != "passage")
+        rejected = sum(1 for s in scored if not s.accepted)
+        notes = quiz_notes(passages, scored, options.generation)
+        if user_probes is not None:
+            probes = qa_probes(user_probes, lm)
+        elif len(held) >= 2:
+            probes = qa_probes([(c.question, c.answer) for c in held], lm)
+        else:
+            probes = cloze_probes(passages, options.gate.probes_per_passage)
+        if not probes:
+            raise SealError("the document has no sentence of six or more words to check the update with; "
+                            "pass --probe-file with questions and answers about it")
         lap("score")
 
         earlier = [(Probe(p.prompt, p.answer, p.label), p.nll_before)
@@ -180,12 +197,29 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             version.adapter_dir = store.stage_adapter(lambda folder: lm.model.save_pretrained(str(folder)))
         vid = store.record(version, edits, probe_records, make_current=keep)
         lap("commit")
-    return LearnResult(vid, keep, version.reason, kept, rejected, timings, report.to_dict(), stats_dict)
+    return LearnResult(vid, keep, version.reason, kept, rejected, timings, report.to_dict(), stats_dict, notes)
+
+
+def quiz_notes(passages: list[Passage], scored: list[Scored], generation: GenerationConfig) -> list[str]:
+    """Passages the model could not quiz itself on, and why: then only the passage and its restatements train."""
+    if generation.strategy not in ("quiz", "study") or generation.samples == 0 or generation.template:
+        return []
+    notes = []
+    for index, passage in enumerate(passages):
+        pairs = [s for s in scored if s.candidate.passage_index == index and s.candidate.kind == "quiz"]
+        where = f"passage {index + 1} of {passage.source}" if len(passages) > 1 else passage.source
+        if not pairs:
+            notes.append(f"{where}: no quiz pairs, it has no dates, numbers, names or definitions to ask about")
+        elif not any(s.accepted for s in pairs):
+            notes.append(f"{where}: no quiz pairs, none of the model's {len(pairs)} questions passed the evaluator")
+    return notes
 
 
 def load_version(store: Store, model: str | None = None, device: str = "auto",
                  version_id: str | None = None) -> tuple[lm_ops.LM, str]:
     """The base model with the current (or a given committed) version's adapter; returns it and the version id."""
+    if version_id == BASE_VERSION and not store.has_versions():
+        version_id = None  # the base model, asked before anything was learned
     version = store.get(version_id) if version_id else store.current()
     if version is not None and version.status == "rolled_back":
         raise SealError(f"{version.id} was rolled back by its checks and has no weights to load")

@@ -86,6 +86,48 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+# Self-study: the model writes a question for an answer span it is given, and restates one sentence at a time.
+# Both are small, checkable tasks; each prompt shows two worked examples from the invented passage above.
+QUESTION_EXAMPLES = [
+    ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.", "1921",
+     "In what year was the Harbin Ice Works opened?"),
+    ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.", "Tobias Crane",
+     "Which merchant opened the Harbin Ice Works?"),
+    ("Its ice is shipped to bakeries in four neighbouring towns.", "bakeries",
+     "Who buys the ice cut by the Harbin Ice Works?"),
+]
+# The question's first word, by the kind of answer span: it keeps a small model asking about the answer it was given.
+QUESTION_WORDS = {"date": "When", "quantity": "How many", "name": "Which", "phrase": "What"}
+RESTATEMENT_EXAMPLES = [
+    ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.",
+     "The merchant Tobias Crane opened the Harbin Ice Works in 1921, and each winter 140 people work there."),
+    ("Its ice is shipped to bakeries in four neighbouring towns.",
+     "Bakeries in four nearby towns receive the ice of the Harbin Ice Works."),
+]
+QUESTION_INSTRUCTION = 'Write a question about {title} whose answer is "{answer}".'
+RESTATEMENT_INSTRUCTION = "Say this sentence about {title} again in other words. Keep every name and number."
+
+
+def question_messages(title: str, sentence: str, answer: str) -> list[dict[str, str]]:
+    """Answer-aware question writing: the sentence that holds the answer, the answer, and the task."""
+    turns: list[dict[str, str]] = []
+    for example_sentence, example_answer, question in QUESTION_EXAMPLES:
+        turns += [{"role": "user", "content": f"Text: {example_sentence}\n\n"
+                   + QUESTION_INSTRUCTION.format(title=EXAMPLE_TITLE, answer=example_answer)},
+                  {"role": "assistant", "content": question}]
+    return turns + [{"role": "user", "content": f"Text: {sentence}\n\n" + QUESTION_INSTRUCTION.format(title=title,
+                                                                                                     answer=answer)}]
+
+
+def restatement_messages(title: str, sentence: str) -> list[dict[str, str]]:
+    turns: list[dict[str, str]] = []
+    for example_sentence, restated in RESTATEMENT_EXAMPLES:
+        turns += [{"role": "user", "content": f"{example_sentence}\n\n"
+                   + RESTATEMENT_INSTRUCTION.format(title=EXAMPLE_TITLE)},
+                  {"role": "assistant", "content": restated}]
+    return turns + [{"role": "user", "content": f"{sentence}\n\n" + RESTATEMENT_INSTRUCTION.format(title=title)}]
+
+
 def passage_block(title: str, text: str) -> str:
     return f"{title}\n{text}"
 

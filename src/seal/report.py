@@ -84,6 +84,14 @@ def summarize_passages(config: dict, records: list[dict]) -> dict:
                  "seconds_total": round(sum(r["seconds"] for r in rows), 1)}
         for metric in METRICS:
             entry[metric] = _interval(bootstrap(list(_per_passage(records, condition, metric).values())))
+        trials = [t for r in rows for t in r["trials"] if "coverage" in t]
+        if trials:  # gold answers found verbatim in the generated training text, over all questions asked
+            entry["coverage"] = round(sum(t["coverage"] for t in trials)
+                                      / sum(len(t["answers"]) for t in trials), 4)
+        quizzed = [t for t in trials if t.get("quiz_pairs")]
+        if quizzed:  # the share of the model's own question-answer pairs that the evaluator's round trip kept
+            entry["quiz_kept_share"] = round(sum(t["quiz_kept"] for t in quizzed)
+                                             / sum(t["quiz_pairs"] for t in quizzed), 4)
         if any(len(r["trials"]) > 1 for r in rows):
             entry["spread"] = _spread(records, condition)
             entry["best_of_samples"] = _best_of_samples(records, condition)
@@ -159,6 +167,13 @@ def markdown(config: dict, summary: dict) -> str:
                      + f" | {entry['seconds_per_passage']} |")
     total = sum(e["seconds_total"] for e in table.values())
     lines += ["", f"Total: {total / 60:.1f} min for {sum(e['passages'] for e in table.values())} passage-conditions."]
+    generated = {c: e for c, e in table.items() if "coverage" in e}
+    if generated:
+        lines += ["", "| condition | gold answers verbatim in the generated training text | quiz pairs kept by the "
+                  "round trip |", "|---|---|---|"]
+        lines += [f"| {c} | {_pct(e['coverage'])}% | "
+                  + (f"{_pct(e['quiz_kept_share'])}% |" if "quiz_kept_share" in e else "- |")
+                  for c, e in generated.items()]
     if summary["paired_differences"]:
         lines += ["", "Paired differences in judge accuracy over the passages both conditions have, percentage points"
                   + (" (one adapter per condition in cpt mode: the intervals leave out the update's own noise)"

@@ -23,31 +23,10 @@ from seal import model as lm_ops
 from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.generate import Candidate
+from seal.prompts import EXAMPLE_PASSAGE, EXAMPLE_TITLE
+from seal.text import WORD, content_words, covers, normalize, numbers, stem, stems
 
-STOPWORDS = set(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there their they them he she his her him we our you your i me my not no nor so than then too "
-    "very can could should would will shall may might must do does did done has have had having which who whom "
-    "whose what when where why how all any each both few more most other some such only own same also into over "
-    "under about after before between through during out up down off again further once here just because while "
-    "until one many much every per via".split()
-)
-WORD = re.compile(r"[a-z][a-z'\-]*|\d[\d,.]*\d|\d")
-NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 NEGATION = {"not", "never", "no", "none", "cannot", "n't", "neither", "nor"}
-
-
-def content_words(text: str) -> list[str]:
-    return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 2 or w[0].isdigit())]
-
-
-def _stem(word: str) -> str:
-    # A crude shared prefix stands in for stemming: "shipped"/"ships"/"shipping" all match "ship".
-    return word if word[0].isdigit() else word[:5]
-
-
-def numbers(text: str) -> set[str]:
-    return {n.replace(",", "") for n in NUMBER.findall(text)}
 
 
 @dataclass
@@ -117,6 +96,70 @@ class ScoreConfig:
     judge_model: str = "gpt-4.1-mini"
 
 
+EXAMPLE_STEMS = stems(content_words(f"{EXAMPLE_TITLE} {EXAMPLE_PASSAGE}"))
+TOKEN = re.compile(r"[A-Za-z0-9][\w\-]*")
+
+
+def names(text: str) -> list[str]:
+    """Capitalised words that do not start a sentence: the names a text mentions."""
+    found = []
+    for sentence in sentences(text):
+        found += [w for w in TOKEN.findall(sentence)[1:] if w[0].isupper()]
+    return found
+
+
+def word_stems(text: str) -> set[str]:
+    return stems([w.lower() for w in TOKEN.findall(text)])
+
+
+def foreign(text: str, source: str) -> str | None:
+    """Why `text` says something its source cannot back: a number, a name or the worked example's words not there."""
+    missing_numbers = numbers(text) - numbers(source)
+    if missing_numbers:
+        return f"number not in source: {', '.join(sorted(missing_numbers))}"
+    leaked = (stems(content_words(text)) & EXAMPLE_STEMS) - stems(content_words(source))
+    if leaked:
+        return f"copies the worked example: {', '.join(sorted(leaked))}"
+    source_words = word_stems(source)
+    invented = [n for n in names(text) if stem(n.lower()) not in source_words]
+    if invented:
+        return f"name not in source: {', '.join(invented)}"
+    return None
+
+
+def quiz_rule(candidate: Candidate, source: str) -> tuple[float, str]:
+    """A quiz pair is kept only when its answer is a span of the source, its question is a real question that does
+    not give the answer away and invents nothing, and the model, reading the passage, answers it with the span."""
+    question, answer = candidate.question, candidate.answer
+    if not normalize(answer) or f" {normalize(answer)} " not in f" {normalize(source)} ":
+        return 0.0, "answer is not a span of the source"
+    if not question.endswith("?") or not 3 <= len(question.split()) <= 30:
+        return 0.0, "not a question"
+    if normalize(question) == normalize(answer) or f" {normalize(answer)} " in f" {normalize(question)} ":
+        return 0.0, "question contains its answer"
+    invented = foreign(question, source)
+    if invented:
+        return 0.0, invented
+    if not covers(candidate.check, answer):
+        return 0.0, f"round trip failed: reading the passage, the model answered {candidate.check[:60]!r}"
+    return 1.0, f"round trip: answered {candidate.check[:60]!r}"
+
+
+def restatement_rule(candidate: Candidate, source: str) -> tuple[float, str] | None:
+    """A restatement keeps every number and name of its sentence, adds none, and is not a copy of it."""
+    if normalize(candidate.text) == normalize(candidate.source):
+        return 0.0, "copy of the sentence"
+    lost = numbers(candidate.source) - numbers(candidate.text)
+    if lost:
+        return 0.0, f"drops a number of the sentence: {', '.join(sorted(lost))}"
+    restated = word_stems(candidate.text)
+    dropped = [n for n in names(candidate.source) if stem(n.lower()) not in restated]
+    if dropped:
+        return 0.0, f"drops a name of the sentence: {', '.join(dropped)}"
+    invented = foreign(candidate.text, source)
+    return (0.0, invented) if invented else None
+
+
 def rule_score(
     candidate: Candidate, passage: Passage, seen: set[str], rules: list[SafetyRule], config: ScoreConfig
 ) -> tuple[float, str]:
@@ -129,29 +172,35 @@ def rule_score(
     key = " ".join(content_words(text))
     if key in seen:
         return 0.0, "duplicate"
+    source = passage.title + " " + passage.text
+    if candidate.kind == "quiz":
+        return quiz_rule(candidate, source)
+    if candidate.kind == "restatement":
+        verdict = restatement_rule(candidate, source)
+        if verdict:
+            return verdict
     body = candidate.answer if candidate.kind == "qa" else text
     n_words = len(text.split())
     if not config.min_words <= n_words <= config.max_words:
         return 0.0, f"length: {n_words} words"
     if repetition(text) > 0.3:
         return 0.0, "repetitive"
-    source = passage.title + " " + passage.text
     missing_numbers = numbers(text) - numbers(source)
     if missing_numbers:
         return 0.0, f"number not in source: {', '.join(sorted(missing_numbers))}"
-    source_stems = {_stem(w) for w in content_words(source)}
+    source_stems = {stem(w) for w in content_words(source)}
     words = content_words(text)
     if not words:
         return 0.0, "no content words"
-    grounded = sum(_stem(w) in source_stems for w in words) / len(words)
+    grounded = sum(stem(w) in source_stems for w in words) / len(words)
     if candidate.kind == "qa":
         # The answer must come from a sentence that also holds some of the question's words.
-        answer_stems = {_stem(w) for w in content_words(body)}
-        question_stems = {_stem(w) for w in content_words(candidate.question)} - {_stem(w) for w in content_words(passage.title)}
-        support = [s for s in sentences(passage.text) if answer_stems and answer_stems <= {_stem(w) for w in content_words(s)}]
+        answer_stems = {stem(w) for w in content_words(body)}
+        question_stems = {stem(w) for w in content_words(candidate.question)} - {stem(w) for w in content_words(passage.title)}
+        support = [s for s in sentences(passage.text) if answer_stems and answer_stems <= {stem(w) for w in content_words(s)}]
         if not support:
             return 0.0, "answer not found in one sentence of the source"
-        if question_stems and not any(question_stems & {_stem(w) for w in content_words(s)} for s in support):
+        if question_stems and not any(question_stems & {stem(w) for w in content_words(s)} for s in support):
             return grounded * 0.5, "answer's sentence does not match the question"
     return grounded, f"grounded {grounded:.2f}"
 
@@ -210,6 +259,19 @@ def ask_yes_no(url: str, model: str, prompt: str, attempts: int = 4) -> bool:
     if not word.startswith(("yes", "no")):
         raise SealError(f"judge at {url} answered {reply.strip()[:40]!r}, not yes or no")
     return word.startswith("yes")
+
+
+def within_budget(candidates: list[Candidate], budget: int) -> list[Candidate]:
+    """At most `budget` generated sequences per passage: quiz pairs first, one wording of every fact before a second,
+    then restatements. The passage itself is always kept."""
+    rank = {"passage": -1, "quiz": 0}
+    chosen = []
+    for index in sorted({c.passage_index for c in candidates}):
+        mine = [c for c in candidates if c.passage_index == index]
+        ordered = sorted(mine, key=lambda c: (rank.get(c.kind, 1), c.sample if c.kind == "quiz" else 0))
+        chosen += [c for c in ordered if c.kind == "passage"]
+        chosen += [c for c in ordered if c.kind != "passage"][:budget]
+    return chosen
 
 
 def score_candidates(

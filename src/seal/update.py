@@ -50,7 +50,7 @@ class TrainStats:
 def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str = "", topic: str | None = None) -> str:
     """How a candidate is written as training text: QA pairs in the exact form questions are later asked."""
     eos = lm.tokenizer.eos_token or ""
-    if kind == "qa":
+    if kind in ("qa", "quiz"):
         return lm.chat_prompt(answer_messages(question, topic)) + answer + eos
     return text + eos
 
