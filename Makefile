@@ -37,7 +37,7 @@ bench: install
 	$(SEAL) train-policy --data $(SQUAD) --out runs/policy --passages 20 --samples 4 --reward-repeats 2 --rounds 1 \
 		--executor ray --workers 2
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/ki-50 --passages 50 \
-		--conditions base,in-context,passage,implications,oracle-qa,policy:runs/policy/round-1
+		--conditions base,in-context,passage,implications,oracle-qa,cloze,study,quiz,paraphrase,policy:runs/policy/round-1
 	$(PY) scripts/policy_timing.py --data $(SQUAD) --out runs/policy-timing --executors in-process,ray \
 		--passages 4 --samples 2
 	$(SEAL) bench serve --out runs/bench-serve --requests 8

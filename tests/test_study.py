@@ -75,7 +75,8 @@ def test_a_restatement_keeps_every_number_and_name_and_invents_none():
 
 
 def test_evaluator_and_grading_share_one_notion_of_a_right_answer():
-    assert "the" in STOP_WORDS and "every" in STOP_WORDS
+    assert "the" in STOP_WORDS and not covers("The verdict was guilty.", "not guilty")  # a negation is content
+    assert not covers("It cost two million dollars.", "one million dollars")
     for reply, gold in [("It was built in 1893.", "1893"), ("Built by Oswin Tarrow", "the clockmaker Oswin Tarrow"),
                         ("Tarrow", "Oswin Tarrow"), ("It shipped in March", "shipping in March")]:
         assert rule_judge(reply, gold) == covers(reply, gold)

@@ -111,7 +111,8 @@ def learn(
                                                      "questions per fact and restatements per sentence (0: the "
                                                      "passage alone).")] = GenerationConfig.samples,
     budget: Annotated[int, typer.Option(min=0, help="study: most generated sequences trained per passage.")] = GenerationConfig.budget,
-    max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each self-edit.")] = GenerationConfig.max_new_tokens,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each free-form self-edit (not of "
+                                                            "study, quiz or paraphrase).")] = GenerationConfig.max_new_tokens,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Evaluator score a sequence needs.")] = ScoreConfig.threshold,
     judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge: self, a local model path, or a URL of "
                                                        "an OpenAI-compatible server (…/v1).")] = None,
@@ -253,7 +254,7 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
     out.print(checks)
     table = Table("kept", "score", "kind", "text", "reason", title="self-edits")
-    for e in (e for e in edits if e.kind != "quiz"):
+    for e in [edit for edit in edits if edit.kind != "quiz"]:
         table.add_row("yes" if e.accepted else "no", f"{e.score:.2f}", e.kind, e.text[:90].replace("\n", " / "), e.reason)
     out.print(table)
     quiz = [e for e in edits if e.kind == "quiz"]
@@ -447,10 +448,13 @@ def bench_knowledge(
     data: Annotated[str, typer.Option(help="Passages with questions: SEAL's SQuAD format or SQuAD v1.1's JSON.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder; rerun with the same folder to resume.")] = Path("runs/knowledge"),
     mode: Annotated[str, typer.Option(help="single (one update per passage), cpt (one update over all) or continual.")] = "single",
-    conditions: Annotated[str, typer.Option(help="Comma-separated: base, in-context, passage, oracle-qa, a strategy "
-                                                 "(implications, implications-long, rewrite, self-qa: every line "
-                                                 "trained on, as in SEAL), a strategy+filter (only the lines seal's "
-                                                 "evaluator keeps), policy:PATH, external:FILE.")] = "base,passage,implications,oracle-qa",
+    conditions: Annotated[str, typer.Option(help="Comma-separated: base, in-context, passage, oracle-qa, cloze "
+                                                 "(rule-made questions, no model), a self-study strategy (study, "
+                                                 "quiz, paraphrase: through the evaluator and budget, as seal learn), "
+                                                 "a strategy (implications, implications-long, rewrite, self-qa: "
+                                                 "every line trained on, as in SEAL), a strategy+filter (only the "
+                                                 "lines seal's evaluator keeps), policy:PATH, external:FILE. In "
+                                                 "continual mode the first strategy named is the one learned.")] = "base,passage,implications,oracle-qa",
     passages: Annotated[int, typer.Option(min=1, help="Passages, chosen by a seeded shuffle.")] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the passage shuffle.")] = 42,
     samples: Annotated[int, typer.Option(min=1, help="Self-edits sampled per passage and condition.")] = 1,

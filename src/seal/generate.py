@@ -35,6 +35,8 @@ class Candidate:
 # Self-study strategies: the model studies the passage in small, checkable steps instead of one free-form text.
 # quiz: a question for each answer span; paraphrase: each sentence restated; study: passage + both, within a budget.
 SELF_STUDY = ("study", "quiz", "paraphrase")
+# Other wordings of one fact are sampled cooler than SEAL's free-form self-edits (1.0): they must stay on the fact.
+STUDY_TEMPERATURE = 0.8
 
 
 @dataclass
@@ -105,7 +107,7 @@ def write_self_edits(lm: lm_ops.LM, passages: list[Passage], config: GenerationC
     The passage itself is always a candidate (SEAL trains on it too), ahead of the model's own lines.
     """
     strategy, template = resolve_strategy(config)
-    if strategy is None and template is None:
+    if config.strategy in SELF_STUDY and not template:
         return write_self_study(lm, passages, config), []
     prompts: list[str] = []
     for passage in passages:
@@ -155,7 +157,8 @@ def _sampled(lm: lm_ops.LM, prompts: list[str], copies: int, max_new_tokens: int
     outputs = [lm_ops.generate(lm, prompts, max_new_tokens, batch_size=32)]
     if copies > 1:
         repeated = [p for p in prompts for _ in range(copies - 1)]
-        sampled = lm_ops.generate(lm, repeated, max_new_tokens, temperature=0.8, top_p=0.95, seed=seed, batch_size=32)
+        sampled = lm_ops.generate(lm, repeated, max_new_tokens, temperature=STUDY_TEMPERATURE, top_p=0.95, seed=seed,
+                                  batch_size=32)
         outputs += [sampled[k::copies - 1] for k in range(copies - 1)]
     return [list(texts) for texts in zip(*outputs)]
 
@@ -195,8 +198,8 @@ def write_restatements(lm: lm_ops.LM, passages: list[Passage], config: Generatio
     prompts = [lm.chat_prompt(restatement_messages(passages[i].title, s)) for i, s in units]
     longest = max((len(lm.tokenizer(s)["input_ids"]) for _, s in units), default=0)
     # Sampled, not greedy: a greedy restatement of a short sentence is mostly a copy of it.
-    texts = lm_ops.generate(lm, [p for p in prompts for _ in range(config.samples - 1 or 1)],
-                            int(longest * 1.5) + 8, temperature=0.8, top_p=0.95, seed=config.seed + 1, batch_size=16)
-    per_unit = config.samples - 1 or 1
+    per_unit = max(1, config.samples - 1)
+    texts = lm_ops.generate(lm, [p for p in prompts for _ in range(per_unit)], int(longest * 1.5) + 8,
+                            temperature=STUDY_TEMPERATURE, top_p=0.95, seed=config.seed + 1, batch_size=16)
     return [Candidate(i, k, "restatement", text, source=sentence) for u, (i, sentence) in enumerate(units)
             for k, text in enumerate(dict.fromkeys(texts[u * per_unit : (u + 1) * per_unit])) if text]

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from seal.score import ask_yes_no
-from seal.text import covers, normalize
+from seal.text import covers, has_phrase, normalize
+
 
 def exact_match(prediction: str, gold: str) -> bool:
     return normalize(prediction) == normalize(gold)
@@ -33,8 +34,7 @@ def token_f1(prediction: str, gold: str) -> float:
 
 def contains(prediction: str, gold: str) -> bool:
     """The normalized gold answer appears, as whole words, inside the normalized prediction."""
-    needle = normalize(gold)
-    return bool(needle) and f" {needle} " in f" {normalize(prediction)} "
+    return has_phrase(prediction, gold)
 
 
 def rule_judge(prediction: str, gold: str) -> bool:

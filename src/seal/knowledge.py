@@ -36,7 +36,7 @@ from seal.model import LM
 from seal.prompts import STRATEGIES, answer_messages, open_book_messages
 from seal.score import ScoreConfig, load_safety_rules, score_candidates, within_budget
 from seal.spans import answer_spans, cloze_question
-from seal.text import normalize
+from seal.text import has_phrase
 from seal.store import Store
 from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
 
@@ -390,8 +390,8 @@ def accuracy(rows: list[dict]) -> dict[str, float]:
 
 def coverage(texts: list[str], item: Item) -> int:
     """How many of the passage's gold answers appear verbatim in the generated training text (the passage aside)."""
-    joined = f" {normalize(' '.join(texts))} "
-    return sum(f" {normalize(gold)} " in joined for _, gold in item.questions)
+    joined = " ".join(texts)
+    return sum(has_phrase(joined, gold) for _, gold in item.questions)
 
 
 def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, dict[int, list[str]]]) -> dict:
@@ -418,7 +418,8 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
                 trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
                                "final_loss": loss, "answers": answers, "accuracy": accuracy(answers),
                                **{k: v for k, v in edit.items() if k != "texts"},
-                               "self_edits": edit["texts"], "coverage": coverage(edit["texts"], item)})
+                               "self_edits": edit["texts"],
+                               **({"coverage": coverage(edit["texts"], item)} if condition != "passage" else {})})
     return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
             "condition": condition, "questions": len(item.questions), "accuracy": accuracy([t["accuracy"] for t in trials]),
             "seconds": round(time.perf_counter() - start, 2), "trials": trials}
@@ -437,6 +438,8 @@ def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[st
             texts.append(bench.passage_text(item))
             if condition == "oracle-qa":
                 texts += bench.oracle_texts(item)
+            elif condition == "cloze":
+                texts += bench.cloze_texts(item)
             elif condition != "passage":
                 texts += [t for edit in bench.self_edits(item, condition, external) for t in edit["texts"]]
             progress(condition, done, len(items) + 1)
@@ -467,8 +470,11 @@ def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], ar
         rows = _closed_book(lm_ops.load(config.model, None, config.device), items, config, judge)
         run.append([{"key": "continual/base", "mode": "continual", "arm": "base", "step": 0, "rows": rows}])
         done.add("continual/base")
-    options = LearnOptions(model=config.model, device=config.device,
-                           generation=GenerationConfig(**asdict(config.generation)), update=config.update)
+    strategy = next((c for c in config.conditions if c in SELF_STUDY or c in STRATEGIES), GenerationConfig.strategy)
+    samples = config.study_samples if strategy in SELF_STUDY else config.generation.samples
+    options = LearnOptions(model=config.model, device=config.device, update=config.update,
+                           generation=GenerationConfig(**{**asdict(config.generation), "strategy": strategy,
+                                                          "samples": samples}))
     options.gate.enforce = arm == "gate"
     options.update = UpdateConfig(**{**asdict(config.update), "replay": 0 if arm == "no-gate-no-replay"
                                      else config.update.replay})

@@ -14,7 +14,7 @@ from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_pr
                         read_probe_file, run_gate)
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
-from seal.generate import GenerationConfig, resolve_strategy, write_self_edits
+from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
 from seal.prompts import answer_messages
 from seal.score import (ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules, score_candidates,
                         within_budget)
@@ -72,7 +72,7 @@ def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[str]:
     passages, others = [], []
     for version in store.lineage(parent.id):
         for edit in store.self_edits(version.id):
-            if edit.accepted:
+            if edit.accepted and edit.train_text:  # held-out probes and over-budget pairs were never trained
                 (passages if edit.kind == "passage" else others).append(edit)
     random.Random(seed).shuffle(others)
     chosen = passages + others[: max(0, budget - len(passages))]
@@ -118,6 +118,10 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
                                                                              options.max_passages)]
+        cloze = cloze_probes(passages, options.gate.probes_per_passage)
+        if user_probes is None and not cloze:
+            raise SealError("the document has no sentence of six or more words to check the update with; "
+                            "pass --probe-file with questions and answers about it")
         lap("load")
 
         step("generate", 0, len(passages) * options.generation.samples)
@@ -130,29 +134,17 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         unsafe = [s for s in scored if s.candidate.kind == "passage" and not s.accepted]
         if unsafe:
             return _refusal(store, options, docs, f"a passage is flagged: {unsafe[0].reason}", {"reason": unsafe[0].reason})
-        # The model's own quiz checks the update: some kept pairs are held out of training and asked afterwards.
-        held = [] if user_probes is not None else hold_out(
-            [s.candidate for s in scored if s.accepted and s.candidate.kind == "quiz"], options.gate.quiz_probes)
-        for item in scored:
-            if any(item.candidate is c for c in held):
-                item.reason = f"held out as a knowledge probe; {item.reason}"
-        accepted = within_budget([s.candidate for s in scored if s.accepted and not any(s.candidate is c for c in held)],
-                                 options.generation.budget)
-        for item in scored:
-            if item.accepted and not any(item.candidate is c for c in accepted + held):
-                item.reason = f"over the budget of {options.generation.budget} sequences; {item.reason}"
+        accepted, held = training_set(scored, options, probe_file=user_probes is not None)
         kept = sum(1 for c in accepted if c.kind != "passage")
         rejected = sum(1 for s in scored if not s.accepted)
         notes = quiz_notes(passages, scored, options.generation)
         if user_probes is not None:
             probes = qa_probes(user_probes, lm)
-        elif len(held) >= 2:
-            probes = qa_probes([(c.question, c.answer) for c in held], lm)
-        else:
-            probes = cloze_probes(passages, options.gate.probes_per_passage)
-        if not probes:
-            raise SealError("the document has no sentence of six or more words to check the update with; "
-                            "pass --probe-file with questions and answers about it")
+        else:  # the held-out quiz pairs; cloze probes for a passage that has none
+            quizzed = {c.passage_index for c in held}
+            probes = qa_probes([(c.question, c.answer) for c in held], lm) + [
+                p for i, passage in enumerate(passages) if i not in quizzed
+                for p in cloze_probes([passage], options.gate.probes_per_passage)]
         lap("score")
 
         earlier = [(Probe(p.prompt, p.answer, p.label), p.nll_before)
@@ -200,6 +192,24 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
     return LearnResult(vid, keep, version.reason, kept, rejected, timings, report.to_dict(), stats_dict, notes)
 
 
+def training_set(scored: list[Scored], options: LearnOptions, probe_file: bool) -> tuple[list[Candidate], list[Candidate]]:
+    """What the update trains on, and the quiz pairs held out of it to be the version's probes (none when the user
+    gave probes, or when fewer than two could be held out). Held-out and over-budget pairs say so in their reason."""
+    pairs = [s.candidate for s in scored if s.accepted and s.candidate.kind == "quiz"]
+    held = [] if probe_file else hold_out(pairs, options.gate.quiz_probes)
+    held = held if len(held) >= 2 else []
+    for item in scored:
+        if any(item.candidate is c for c in held):
+            item.reason = f"held out as a knowledge probe; {item.reason}"
+    accepted = [s.candidate for s in scored if s.accepted and not any(s.candidate is c for c in held)]
+    if options.generation.strategy in SELF_STUDY and not options.generation.template:
+        accepted = within_budget(accepted, options.generation.budget)
+        for item in scored:
+            if item.accepted and not any(item.candidate is c for c in accepted + held):
+                item.reason = f"over the budget of {options.generation.budget} sequences; {item.reason}"
+    return accepted, held
+
+
 def quiz_notes(passages: list[Passage], scored: list[Scored], generation: GenerationConfig) -> list[str]:
     """Passages the model could not quiz itself on, and why: then only the passage and its restatements train."""
     if generation.strategy not in ("quiz", "study") or generation.samples == 0 or generation.template:
@@ -209,7 +219,8 @@ def quiz_notes(passages: list[Passage], scored: list[Scored], generation: Genera
         pairs = [s for s in scored if s.candidate.passage_index == index and s.candidate.kind == "quiz"]
         where = f"passage {index + 1} of {passage.source}" if len(passages) > 1 else passage.source
         if not pairs:
-            notes.append(f"{where}: no quiz pairs, it has no dates, numbers, names or definitions to ask about")
+            notes.append(f"{where}: no quiz pairs, it has no dates, numbers, names or definitions to ask about "
+                         "outside its title")
         elif not any(s.accepted for s in pairs):
             notes.append(f"{where}: no quiz pairs, none of the model's {len(pairs)} questions passed the evaluator")
     return notes

@@ -87,14 +87,15 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 # Self-study: the model writes a question for an answer span it is given, and restates one sentence at a time.
-# Both are small, checkable tasks; each prompt shows two worked examples from the invented passage above.
+# Both are small, checkable tasks; each prompt shows worked examples from the invented passage above, each
+# question opening with the word forced for its kind of answer (below).
 QUESTION_EXAMPLES = [
     ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.", "1921",
-     "In what year was the Harbin Ice Works opened?"),
+     "When was the Harbin Ice Works opened?"),
+    ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.", "140 workers",
+     "How many people work at the Harbin Ice Works in winter?"),
     ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.", "Tobias Crane",
      "Which merchant opened the Harbin Ice Works?"),
-    ("Its ice is shipped to bakeries in four neighbouring towns.", "bakeries",
-     "Who buys the ice cut by the Harbin Ice Works?"),
 ]
 # The question's first word, by the kind of answer span: it keeps a small model asking about the answer it was given.
 QUESTION_WORDS = {"date": "When", "quantity": "How many", "name": "Which", "phrase": "What"}

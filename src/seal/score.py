@@ -24,7 +24,7 @@ from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.generate import Candidate
 from seal.prompts import EXAMPLE_PASSAGE, EXAMPLE_TITLE
-from seal.text import WORD, content_words, covers, normalize, numbers, stem, stems
+from seal.text import WORD, content_words, covers, has_phrase, normalize, numbers, stem, stems
 
 NEGATION = {"not", "never", "no", "none", "cannot", "n't", "neither", "nor"}
 
@@ -129,19 +129,20 @@ def foreign(text: str, source: str) -> str | None:
 
 def quiz_rule(candidate: Candidate, source: str) -> tuple[float, str]:
     """A quiz pair is kept only when its answer is a span of the source, its question is a real question that does
-    not give the answer away and invents nothing, and the model, reading the passage, answers it with the span."""
+    not give the answer away and invents nothing, and the model, reading the span's sentence, answers it with the
+    span."""
     question, answer = candidate.question, candidate.answer
-    if not normalize(answer) or f" {normalize(answer)} " not in f" {normalize(source)} ":
+    if not has_phrase(source, answer):
         return 0.0, "answer is not a span of the source"
     if not question.endswith("?") or not 3 <= len(question.split()) <= 30:
         return 0.0, "not a question"
-    if normalize(question) == normalize(answer) or f" {normalize(answer)} " in f" {normalize(question)} ":
+    if has_phrase(question, answer):
         return 0.0, "question contains its answer"
     invented = foreign(question, source)
     if invented:
         return 0.0, invented
     if not covers(candidate.check, answer):
-        return 0.0, f"round trip failed: reading the passage, the model answered {candidate.check[:60]!r}"
+        return 0.0, f"round trip failed: reading its sentence, the model answered {candidate.check[:60]!r}"
     return 1.0, f"round trip: answered {candidate.check[:60]!r}"
 
 
@@ -188,7 +189,7 @@ def rule_score(
     missing_numbers = numbers(text) - numbers(source)
     if missing_numbers:
         return 0.0, f"number not in source: {', '.join(sorted(missing_numbers))}"
-    source_stems = {stem(w) for w in content_words(source)}
+    source_stems = stems(content_words(source))
     words = content_words(text)
     if not words:
         return 0.0, "no content words"

@@ -12,22 +12,25 @@ from dataclasses import dataclass
 
 from seal.documents import sentences
 from seal.prompts import QUESTION_WORDS
-from seal.text import STOP_WORDS, normalize
+from seal.text import FUNCTION_WORDS, has_phrase, normalize
 
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
-DATE = re.compile(rf"\b(?:(?:{MONTHS})\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|\d{{1,2}}\s+(?:{MONTHS})\s+\d{{4}}"
-                  rf"|(?:{MONTHS})\s+\d{{4}}|(?:early |mid-|late )?(?:{MONTHS})\b)")
+DATE = re.compile(rf"\b(?:early |mid-|late )?(?:(?:{MONTHS})\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+                  rf"|\d{{1,2}}\s+(?:{MONTHS})\s+\d{{4}}|(?:{MONTHS})\s+\d{{4}}|(?:{MONTHS})\b)")
 SCALE = r"(?:\s+(?:million|billion|thousand|hundred|trillion))?"
 YEAR = re.compile(r"^(?:1[0-9]|20|21)\d\d$")
-# A number, then its unit when one follows: one lower-case word that is not a stop word ("310 grams", "16 hours"),
-# two after "square", "cubic" or "per". A year stands alone.
-QUANTITY = re.compile(rf"(?:\$|£|€)?(?<![\w\-])\d[\d,.]*(?:[–-]\d[\d,.]*)?(?![A-Za-z\d]){SCALE}(?:%|\s+percent|(?:[ -](?:square|cubic|per)"
-                      rf")?[ -](?!(?:{'|'.join(STOP_WORDS)})\b)[a-z][a-z\-]+)?")
-NUMBER_WORDS = re.compile(r"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-                          r"fifty|hundred)\b(?:[ -](?:[a-z][a-z\-]+))?")
+NOT_A_UNIT = rf"(?!(?:{'|'.join(FUNCTION_WORDS)})\b)"
+# A number, then its unit when one follows: one lower-case word that is not a function word ("310 grams",
+# "16 hours"), two after "square", "cubic" or "per".
+QUANTITY = re.compile(rf"(?:\$|£|€)?(?<![\w\-])\d(?:[\d,.]*\d)?(?:[–-]\d(?:[\d,.]*\d)?)?(?![A-Za-z\d]){SCALE}"
+                      rf"(?:%|\s+percent|(?:[ -](?:square|cubic|per))?[ -]{NOT_A_UNIT}[a-z][a-z\-]+)?")
+NUMBER_WORDS = re.compile(rf"\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+                          rf"fifty|hundred)\b(?:[ -]{NOT_A_UNIT}[a-z][a-z\-]+)?", re.I)
+# A number after one of these is a year even when a word follows it ("in 1874 carrying...").
+YEAR_BEFORE = {"in", "since", "by", "until", "from", "of", "after", "before", "during", "around", "circa"}
 CONNECTORS = {"of", "de", "the", "and", "von", "van", "da", "del", "du", "&"}
 # Capitalised only because they open a sentence: never the start of a name.
-OPENERS = {"although", "however", "later", "today", "since", "despite", "although", "moreover", "thus", "yet",
+OPENERS = {"although", "however", "later", "today", "since", "despite", "moreover", "thus", "yet",
            "meanwhile", "instead", "finally", "first", "initially", "originally", "eventually", "many", "most", "some"}
 QUOTED = re.compile(r"[\"\u201c]([^\"\u201d]{2,60})[\"\u201d]")
 DEFINING = re.compile(r"\b(?:is|was|are|were) (?:a|an|the) |\b(?:called|named|known as|such as|include|includes|"
@@ -48,7 +51,7 @@ def _names(sentence: str) -> list[str]:
     found, run = [], []
     for index, word in enumerate(words + ["."]):
         capital = (word[:1].isupper() and word != "I") or (word[:1].isdigit() and run)
-        if capital and not (index == 0 and word.lower() in STOP_WORDS | OPENERS):
+        if capital and not (index == 0 and word.lower() in FUNCTION_WORDS | OPENERS):
             run.append(word)
         elif run and word.lower() in CONNECTORS and index + 1 < len(words) and words[index + 1][:1].isupper():
             run.append(word)
@@ -73,10 +76,14 @@ def _phrases(sentence: str) -> list[str]:
     return found
 
 
-def _year(quantity: str) -> str:
-    """The year in a quantity that starts with one ("1874", "1874 carrying": a year takes no unit); else empty."""
-    first = quantity.split()[0].rstrip(",.")
-    return first if YEAR.match(first) else ""
+def _year(sentence: str, match: re.Match[str]) -> str:
+    """The year a quantity is, or empty: a bare number from 1000 to 2199, or one with a word after it when a
+    preposition comes before it ("in 1874 carrying", but "1500 metres" is a quantity)."""
+    words = match.group(0).split()
+    if not YEAR.match(words[0]):
+        return ""
+    before = sentence[: match.start()].split()[-1:]
+    return words[0] if len(words) == 1 or (before and before[0].lower() in YEAR_BEFORE) else ""
 
 
 def answer_spans(text: str, limit: int) -> list[Span]:
@@ -84,15 +91,15 @@ def answer_spans(text: str, limit: int) -> list[Span]:
     per_sentence: list[list[Span]] = []
     for sentence in sentences(text):
         found: list[Span] = []
-        for kind, pieces in (("date", [m.group(0) for m in DATE.finditer(sentence)]),
-                             ("date", [_year(m.group(0)) for m in QUANTITY.finditer(sentence) if _year(m.group(0))]),
-                             ("quantity", [m.group(0) for m in QUANTITY.finditer(sentence) if not _year(m.group(0))]
+        quantities = [(m.group(0), _year(sentence, m)) for m in QUANTITY.finditer(sentence)]
+        for kind, pieces in (("date", [m.group(0) for m in DATE.finditer(sentence)] + [y for _, y in quantities if y]),
+                             ("quantity", [q for q, y in quantities if not y]
                               + [m.group(0) for m in NUMBER_WORDS.finditer(sentence)]),
                              ("name", _names(sentence) + QUOTED.findall(sentence)),
                              ("phrase", _phrases(sentence))):
             for piece in pieces:
                 piece = piece.strip(" ,;:.'\"\u2018\u2019").removesuffix("'s").removesuffix("\u2019s")
-                inside = any(normalize(piece) in normalize(s.text) for s in found)
+                inside = any(has_phrase(s.text, piece) for s in found)
                 if piece and normalize(piece) and not inside:
                     found.append(Span(piece, sentence, kind))
         per_sentence.append(found)

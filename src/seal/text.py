@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 import string
 
+# Words an answer may leave out and still be right: articles, pronouns, auxiliaries. Negations, quantifiers
+# and prepositions are not here, since "not guilty" and "guilty", "one million" and "two million" differ.
 STOP_WORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there their they them he she his her him we our you your i me my not no nor so than then too "
-    "very can could should would will shall may might must do does did done has have had having which who whom "
-    "whose what when where why how all any each both few more most other some such only own same also into over "
-    "under about after before between through during out up down off again further once here just because while "
-    "until one many much every per via".split()
-)
+    "a an the of in on at to for by with from and or as is was were are be been it its this that these those "
+    "he she they his her their which who whom what when where why how than then into about over".split())
+# Words a statement may use without its source using them: they say nothing the source must back.
+FUNCTION_WORDS = STOP_WORDS | frozenset(
+    "but if being there them him we our you your i me my not no nor so too very can could should would will "
+    "shall may might must do does did done has have had having whose all any each both few more most other some "
+    "such only own same also under after before between through during out up down off again further once here "
+    "just because while until one many much every per via".split())
 WORD = re.compile(r"[a-z][a-z'\-]*|\d[\d,.]*\d|\d")
 NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -24,7 +27,7 @@ PUNCTUATION = set(string.punctuation)
 
 
 def stem(word: str) -> str:
-    """A crude shared prefix stands in for stemming: "shipped"/"ships"/"shipping" all match "ship"; numbers exact."""
+    """A crude shared prefix stands in for stemming: "shipped", "shipping" and "shipment" all match; numbers exact."""
     return word if word[0].isdigit() else word[:5]
 
 
@@ -33,8 +36,8 @@ def stems(words: list[str]) -> set[str]:
 
 
 def content_words(text: str) -> list[str]:
-    """Lower-cased words that carry meaning: no stop words, no one- or two-letter words except numbers."""
-    return [w for w in WORD.findall(text.lower()) if w not in STOP_WORDS and (len(w) > 2 or w[0].isdigit())]
+    """Lower-cased words that carry meaning: no function words, no one- or two-letter words except numbers."""
+    return [w for w in WORD.findall(text.lower()) if w not in FUNCTION_WORDS and (len(w) > 2 or w[0].isdigit())]
 
 
 def numbers(text: str) -> set[str]:
@@ -45,6 +48,12 @@ def normalize(text: str) -> str:
     """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
     text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
     return " ".join(ARTICLES.sub(" ", text).split())
+
+
+def has_phrase(text: str, phrase: str) -> bool:
+    """`phrase` appears in `text` as whole words, both normalized."""
+    needle = normalize(phrase)
+    return bool(needle) and f" {needle} " in f" {normalize(text)} "
 
 
 def covers(reply: str, answer: str) -> bool:
