@@ -34,7 +34,7 @@ def test_qa_probes_are_asked_as_seal_ask_asks(tmp_path, tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
     good = tmp_path / "p.json"
     good.write_text(json.dumps([{"question": "Who built it?", "answer": "Oswin Tarrow"}]), encoding="utf-8")
-    [probe] = qa_probes(read_probe_file(good), lm)
+    [probe] = qa_probes(read_probe_file(good), lm, must_answer=False)
     assert "Who built it?" in probe.prompt and probe.answer == " Oswin Tarrow" and probe.label == "Who built it?"
 
 

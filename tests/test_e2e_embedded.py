@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import seal as seal_package
+from seal.text import covers
+
 from conftest import EXAMPLES
 
 SEAL = str(Path(sys.executable).with_name("seal"))
@@ -51,23 +54,28 @@ def test_learn_ask_rollback_on_the_embedded_model(tmp_path):
 
 @pytest.mark.embedded
 def test_default_self_study_answers_a_question_the_base_model_could_not(tmp_path):
-    """The demo: learn the Acme X200 note with the defaults, then ask when it ships, worded as no training text is."""
+    """An invented document learned with the defaults; then questions worded as a person asks them, which no training
+    text contains. The document is one where `seal bench learn` found the update reliable (seed 0)."""
     home = tmp_path / "home"
     shared_cache = Path.home() / ".seal" / "models"
     if (shared_cache / "smollm2-135m-instruct" / "model.safetensors").exists():
         (home / "models").mkdir(parents=True)
         shutil.copytree(shared_cache / "smollm2-135m-instruct", home / "models" / "smollm2-135m-instruct")
-    question = "When does the Acme X200 ship?"
-    before = json.loads(seal(home, "ask", "--version", "v0", question, "--json").stdout)["answer"]
-    assert "2027" not in before
-    payload = json.loads(seal(home, "learn", str(EXAMPLES / "acme-x200.md"), "--json").stdout)
+    item = next(i for i in json.loads((Path(seal_package.__file__).parent / "data" / "invented_facts.json").read_text())
+                if i["title"] == "Town of Dunsquill")
+    doc = tmp_path / "dunsquill.md"
+    doc.write_text(f"# {item['title']}\n\n{item['context']}\n", encoding="utf-8")
+    asked = [q for q in item["questions"] if q["answer"] in ("River Tamber", "212")]
+    before = [json.loads(seal(home, "ask", "--version", "v0", q["question"], "--json").stdout)["answer"] for q in asked]
+    payload = json.loads(seal(home, "learn", str(doc), "--json").stdout)
     assert payload["committed"] and payload["version"] == "v1"
     shown = json.loads(seal(home, "show", "v1", "--json").stdout)
     quiz = [e for e in shown["self_edits"] if e["kind"] == "quiz"]
     assert any(e["accepted"] for e in quiz) and any(not e["accepted"] for e in quiz)
     trained = " ".join(e["train_text"] for e in shown["self_edits"])
-    assert question not in trained  # the question is asked in words the update never saw
-    after = json.loads(seal(home, "ask", question, "--json").stdout)["answer"]
-    assert "March 14, 2027" in after
+    assert not any(q["question"] in trained for q in asked)  # asked in words the update never saw
+    after = [json.loads(seal(home, "ask", q["question"], "--json").stdout)["answer"] for q in asked]
+    newly = [q for q, b, a in zip(asked, before, after) if covers(a, q["answer"]) and not covers(b, q["answer"])]
+    assert newly, list(zip(before, after))
     table = seal(home, "show", "v1").stdout
     assert "quiz pairs" in table and "round trip" in table

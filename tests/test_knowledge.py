@@ -183,7 +183,7 @@ def test_self_study_conditions_and_the_rule_only_cloze_baseline(tmp_path, tiny_m
     quiz = records["quiz"]["trials"][0]
     assert quiz["quiz_pairs"] >= 1 and 0 <= quiz["quiz_kept"] <= quiz["quiz_pairs"]
     assert quiz["train_sequences"] == 1 + quiz["quiz_kept"]  # only what the evaluator kept is trained
-    assert records["passage"]["trials"][0]["coverage"] == 0
+    assert "coverage" not in records["passage"]["trials"][0]  # nothing generated to cover anything
     summary = report(tmp_path / "run")
     assert summary["conditions"]["cloze"]["coverage"] > 0 and "quiz_kept_share" in summary["conditions"]["quiz"]
     assert "round trip" in (tmp_path / "run" / "results.md").read_text()

@@ -139,3 +139,8 @@ def test_learn_says_when_there_is_nothing_to_quiz_and_trains_on_what_remains(tmp
     assert any("no quiz pairs" in note and "no dates, numbers, names" in note for note in result.notes)
     shown = json.dumps([e.reason for e in store.self_edits(result.version)])
     assert "source passage" in shown
+
+
+def test_a_number_inside_a_date_is_not_a_quantity_of_its_own():
+    spans = [(s.kind, s.text) for s in answer_spans("A firmware update in January 2027 added automatic return.", 10)]
+    assert spans == [("date", "January 2027")]

@@ -31,7 +31,7 @@ class Probe:
     prompt: str  # the exact model input
     answer: str  # the continuation whose likelihood is measured
     label: str  # what a person reads: the question, or the cloze sentence
-    question: bool = False  # a question (asked as `seal ask` asks it): the updated model must answer it
+    question: bool = False  # the updated model must answer it (held-out quiz pairs), not only make it likelier
 
 
 @dataclass
@@ -101,9 +101,10 @@ def read_probe_file(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def qa_probes(pairs: list[tuple[str, str]], lm: LM) -> list[Probe]:
-    """Questions asked exactly as `seal ask` asks them: the reply is graded, the answer's likelihood recorded."""
-    return [Probe(lm.chat_prompt(answer_messages(q)), " " + a, q, question=True) for q, a in pairs]
+def qa_probes(pairs: list[tuple[str, str]], lm: LM, must_answer: bool) -> list[Probe]:
+    """Questions asked exactly as `seal ask` asks them; with `must_answer` the reply is graded, otherwise the
+    answer's likelihood must rise."""
+    return [Probe(lm.chat_prompt(answer_messages(q)), " " + a, q, question=must_answer) for q, a in pairs]
 
 
 def hold_out(pairs: list[Candidate], per_passage: int) -> list[Candidate]:

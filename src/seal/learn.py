@@ -139,10 +139,11 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         rejected = sum(1 for s in scored if not s.accepted)
         notes = quiz_notes(passages, scored, options.generation)
         if user_probes is not None:
-            probes = qa_probes(user_probes, lm)
+            # The user's probes keep the likelihood test: they may ask what no self-edit covers.
+            probes = qa_probes(user_probes, lm, must_answer=False)
         else:  # the held-out quiz pairs; cloze probes for a passage that has none
             quizzed = {c.passage_index for c in held}
-            probes = qa_probes([(c.question, c.answer) for c in held], lm) + [
+            probes = qa_probes([(c.question, c.answer) for c in held], lm, must_answer=True) + [
                 p for i, passage in enumerate(passages) if i not in quizzed
                 for p in cloze_probes([passage], options.gate.probes_per_passage)]
         lap("score")

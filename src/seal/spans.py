@@ -91,8 +91,11 @@ def answer_spans(text: str, limit: int) -> list[Span]:
     per_sentence: list[list[Span]] = []
     for sentence in sentences(text):
         found: list[Span] = []
-        quantities = [(m.group(0), _year(sentence, m)) for m in QUANTITY.finditer(sentence)]
-        for kind, pieces in (("date", [m.group(0) for m in DATE.finditer(sentence)] + [y for _, y in quantities if y]),
+        dates = [m.group(0) for m in DATE.finditer(sentence)]
+        # A number that is part of a date is not a quantity of its own ("January 2027 added" is no "2027 added").
+        quantities = [(m.group(0), _year(sentence, m)) for m in QUANTITY.finditer(sentence)
+                      if not any(has_phrase(d, m.group(0).split()[0]) for d in dates)]
+        for kind, pieces in (("date", dates + [y for _, y in quantities if y]),
                              ("quantity", [q for q, y in quantities if not y]
                               + [m.group(0) for m in NUMBER_WORDS.finditer(sentence)]),
                              ("name", _names(sentence) + QUOTED.findall(sentence)),
