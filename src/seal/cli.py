@@ -108,8 +108,8 @@ def learn(
                                                        "(e.g. runs/policy/round-2).")] = None,
     template: Annotated[Optional[Path], typer.Option(help="Your own self-edit prompt with {title} and {passage}.")] = None,
     samples: Annotated[int, typer.Option(min=0, help="Self-edits sampled per passage; for study, quiz and paraphrase: "
-                                                     "questions per fact and restatements per sentence (0: the "
-                                                     "passage alone).")] = GenerationConfig.samples,
+                                                     "questions per fact, and one restatement fewer per sentence, "
+                                                     "at least one (0: the passage alone).")] = GenerationConfig.samples,
     budget: Annotated[int, typer.Option(min=0, help="study: most generated sequences trained per passage.")] = GenerationConfig.budget,
     max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each free-form self-edit (not of "
                                                             "study, quiz or paraphrase).")] = GenerationConfig.max_new_tokens,

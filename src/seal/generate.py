@@ -42,7 +42,7 @@ STUDY_TEMPERATURE = 0.8
 @dataclass
 class GenerationConfig:
     strategy: str = "study"
-    samples: int = 2  # self-edits per passage; for self-study, questions per fact and restatements per sentence
+    samples: int = 2  # self-edits per passage; self-study: questions per fact, restatements per sentence one fewer
     max_new_tokens: int = 96
     temperature: float = 1.0
     top_p: float = 0.95
