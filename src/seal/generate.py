@@ -12,7 +12,7 @@ from seal.errors import SealError
 from seal.prompts import (QUESTION_WORDS, STRATEGIES, Strategy, custom_messages, open_book_messages,
                           question_messages, restatement_messages, self_edit_messages)
 from seal.spans import answer_spans
-from seal.text import normalize
+from seal.text import has_phrase
 
 
 @dataclass
@@ -170,7 +170,7 @@ def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig)
     Spans inside the title are skipped: a question about the topic names it, so it would contain its answer."""
     spans = [(i, f, span) for i, p in enumerate(passages)
              for f, span in enumerate(s for s in answer_spans(p.text, config.facts + 4)
-                                      if f" {normalize(s.text)} " not in f" {normalize(p.title)} ")
+                                      if not has_phrase(p.title, s.text))
              if f < config.facts]
     # The reply starts with the question word for the span's kind; the model writes the rest.
     prompts = [lm.chat_prompt(question_messages(passages[i].title, span.sentence, span.text)) + QUESTION_WORDS[span.kind]

@@ -362,8 +362,7 @@ class Bench:
         quiz = [s for s in scored if s.candidate.kind == "quiz"]
         return {"completion": "", "generated": len(scored), "quiz_pairs": len(quiz),
                 "quiz_kept": sum(s.accepted for s in quiz),
-                "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title) for c in kept],
-                "kept_text": [c.text for c in kept]}
+                "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title) for c in kept]}
 
     def cloze_texts(self, item: Item) -> list[str]:
         """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""

@@ -118,8 +118,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
                                                                              options.max_passages)]
-        cloze = cloze_probes(passages, options.gate.probes_per_passage)
-        if user_probes is None and not cloze:
+        cloze = [cloze_probes([passage], options.gate.probes_per_passage) for passage in passages]
+        if user_probes is None and not any(cloze):
             raise SealError("the document has no sentence of six or more words to check the update with; "
                             "pass --probe-file with questions and answers about it")
         lap("load")
@@ -144,8 +144,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         else:  # the held-out quiz pairs; cloze probes for a passage that has none
             quizzed = {c.passage_index for c in held}
             probes = qa_probes([(c.question, c.answer) for c in held], lm, must_answer=True) + [
-                p for i, passage in enumerate(passages) if i not in quizzed
-                for p in cloze_probes([passage], options.gate.probes_per_passage)]
+                p for i, probes_of_passage in enumerate(cloze) if i not in quizzed for p in probes_of_passage]
         lap("score")
 
         earlier = [(Probe(p.prompt, p.answer, p.label), p.nll_before)
