@@ -10,7 +10,7 @@ from seal.generate import Candidate, GenerationConfig, write_self_edits
 from seal.grading import rule_judge
 from seal.learn import LearnOptions, learn
 from seal.score import ScoreConfig, load_safety_rules, quiz_rule, restatement_rule, score_candidates, within_budget
-from seal.spans import answer_spans, cloze_question
+from seal.spans import answer_spans, cloze_question, question_start
 from seal.store import Store
 from seal.text import STOP_WORDS, covers
 
@@ -64,6 +64,41 @@ def test_a_quiz_pair_is_kept_only_when_every_rule_and_the_round_trip_hold():
         assert score == 0.0 and reason.startswith(expected), (expected, reason)
 
 
+def test_a_round_trip_that_repeats_the_whole_sentence_proves_nothing():
+    sentence = ("It was built in 1893 by the clockmaker Oswin Tarrow and shows the height of the tide with a copper "
+                "float.")
+    pair = Candidate(0, 0, "quiz", "", "Who built the Brellick Tide Clock?", "Oswin Tarrow", 0, sentence, sentence)
+    score, reason = quiz_rule(pair, SOURCE)
+    assert score == 0.0 and reason.startswith("round trip ambiguous") and "1893" in reason
+    pair.check = "The clockmaker Oswin Tarrow built it."
+    assert quiz_rule(pair, SOURCE)[0] == 1.0
+    pair.question, pair.check = "Who built the clock in 1893?", "Oswin Tarrow built it in 1893."  # asked, not given
+    assert quiz_rule(pair, SOURCE)[0] == 1.0
+
+
+def test_a_quantity_question_starts_with_its_unit():
+    spans = {s.text: s for s in answer_spans("Ada Lind opened it in 1999. It weighs 842 grams and is 12% lighter. "
+                                             "It has 4 wheels and 7 of them.", 10)}
+    assert question_start(spans["842 grams"]) == "How many grams"
+    assert question_start(spans["12%"]) == "What percentage"
+    assert question_start(spans["4 wheels"]) == "How many wheels"
+    assert question_start(spans["7"]) == "How many"
+    assert (question_start(spans["1999"]), question_start(spans["Ada Lind"])) == ("When", "Which")
+
+
+def test_a_rule_made_question_stands_in_only_for_a_fact_the_model_missed():
+    passed = quiz("Who built the Brellick Tide Clock?", "Oswin Tarrow", "The clockmaker Oswin Tarrow.", fact=0)
+    failed = quiz("When was the clock built?", "1893", "It is old.", fact=1)
+    rule = lambda fact, question, answer: Candidate(0, -1, "cloze", f"Q: {question}\nA: {answer}", question,  # noqa: E731
+                                                    answer, fact)
+    scored = score_candidates([passed, failed, rule(0, "It was built by whom?", "Oswin Tarrow"),
+                               rule(1, "It was built in when?", "1893")],
+                              [Passage("Brellick Tide Clock", FACTS, "clock.md")], ScoreConfig(), [])
+    assert {(s.candidate.kind, s.candidate.fact) for s in scored if s.accepted} == {("quiz", 0), ("cloze", 1)}
+    assert next(s for s in scored if s.candidate.kind == "cloze" and s.candidate.fact == 0).reason == (
+        "the model's own question asks this fact")
+
+
 def test_a_restatement_keeps_every_number_and_name_and_invents_none():
     sentence = "It was built in 1893 by the clockmaker Oswin Tarrow."
     restated = lambda text: Candidate(0, 0, "restatement", text, source=sentence)  # noqa: E731
@@ -81,6 +116,12 @@ def test_evaluator_and_grading_share_one_notion_of_a_right_answer():
                         ("Tarrow", "Oswin Tarrow"), ("It shipped in March", "shipping in March")]:
         assert rule_judge(reply, gold) == covers(reply, gold)
         assert quiz_rule(quiz("Who or what is it about?", gold, reply), f"x {gold} y")[0] == float(covers(reply, gold))
+
+
+def test_a_date_or_count_written_another_way_is_the_same_answer():
+    assert covers("The answer is: 2027-03-14", "March 14, 2027") and covers("It has 6 languages.", "six languages")
+    assert covers("fifty units", "50 units") and not covers("It has 7 languages.", "six languages")
+    assert not covers("2027-03-15", "March 14, 2027")
 
 
 def test_budget_takes_one_wording_of_every_fact_before_a_second():

@@ -1,14 +1,16 @@
 import torch
 
 from seal import model as lm_ops
-from seal.update import UpdateConfig, attach_trainable_adapter, collate, pack, sequence_text, train
+from seal.update import (IGNORE, UpdateConfig, attach_trainable_adapter, collate, pack, reply_marker, sequence_text,
+                         tokenize, train)
 
 from conftest import FACTS
 
 
 def test_pack_keeps_whole_sequences_within_budget():
-    rows = pack([[1] * 5, [2] * 4, [3] * 3, [4] * 20], budget=10)
-    assert rows == [[1] * 5 + [2] * 4, [3] * 3, [4] * 20]
+    examples = [([1] * 5, [1] * 5), ([2] * 4, [-100] * 4), ([3] * 3, [3] * 3), ([4] * 20, [4] * 20)]
+    rows = pack(examples, budget=10)
+    assert rows == [([1] * 5 + [2] * 4, [1] * 5 + [-100] * 4), ([3] * 3, [3] * 3), ([4] * 20, [4] * 20)]
 
 
 def test_padding_is_masked_out_of_the_loss():
@@ -34,3 +36,13 @@ def test_qa_sequences_use_the_ask_prompt(tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
     text = sequence_text(lm, "qa", "", "Who built it?", "Oswin Tarrow")
     assert "Question: Who built it?" in text and text.endswith("Oswin Tarrow" + lm.tokenizer.eos_token)
+
+
+def test_a_question_answer_pair_is_labelled_only_on_its_reply(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    text = sequence_text(lm, "qa", "", "Who built it?", "Oswin Tarrow")
+    ids, labels = tokenize(lm, text, 384, reply_marker(lm))
+    labelled = [i for i, label in zip(ids, labels) if label != IGNORE]
+    assert labels[0] == IGNORE and lm.tokenizer.decode(labelled) == "Oswin Tarrow" + lm.tokenizer.eos_token
+    passage_ids, passage_labels = tokenize(lm, FACTS, 384, reply_marker(lm))
+    assert passage_labels == passage_ids

@@ -254,14 +254,15 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
     out.print(checks)
     table = Table("kept", "score", "kind", "text", "reason", title="self-edits")
-    for e in [edit for edit in edits if edit.kind != "quiz"]:
+    for e in [edit for edit in edits if edit.kind not in ("quiz", "cloze")]:
         table.add_row("yes" if e.accepted else "no", f"{e.score:.2f}", e.kind, e.text[:90].replace("\n", " / "), e.reason)
     out.print(table)
-    quiz = [e for e in edits if e.kind == "quiz"]
-    if quiz:  # the model's own quiz: what it asked, the span it asked about, and what the evaluator made of it
-        pairs = Table("kept", "question", "answer", "round trip, or why it was rejected", title="quiz pairs")
+    quiz = [e for e in edits if e.kind in ("quiz", "cloze")]
+    if quiz:  # the quiz: what was asked (by the model, or by rule), the span it asks about, what the evaluator made of it
+        pairs = Table("kept", "by", "question", "answer", "round trip, or why it was rejected", title="quiz pairs")
         for e in quiz:
-            pairs.add_row("yes" if e.accepted else "no", e.question, e.answer, e.reason)
+            pairs.add_row("yes" if e.accepted else "no", "model" if e.kind == "quiz" else "rule", e.question, e.answer,
+                          e.reason)
         out.print(pairs)
 
 

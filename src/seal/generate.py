@@ -9,17 +9,17 @@ from pathlib import Path
 from seal import model as lm_ops
 from seal.documents import Passage, sentences
 from seal.errors import SealError
-from seal.prompts import (QUESTION_WORDS, STRATEGIES, Strategy, custom_messages, open_book_messages,
+from seal.prompts import (STRATEGIES, Strategy, custom_messages, open_book_messages,
                           question_messages, restatement_messages, self_edit_messages)
-from seal.spans import answer_spans
+from seal.spans import answer_spans, cloze_question, question_start
 from seal.text import has_phrase
 
 
 @dataclass
 class Candidate:
     """One proposed training sequence. kind: passage (the source itself), line, qa (a question-answer pair the
-    model wrote whole), quiz (a question the model wrote for an answer span of the source) or restatement (one
-    sentence of the source in other words)."""
+    model wrote whole), quiz (a question the model wrote for an answer span of the source), cloze (the rule-made
+    question of such a span) or restatement (one sentence of the source in other words)."""
 
     passage_index: int
     sample: int
@@ -166,30 +166,33 @@ def _sampled(lm: lm_ops.LM, prompts: list[str], copies: int, max_new_tokens: int
 def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig) -> list[Candidate]:
     """Answer-aware questions: for each answer span found by rules, the model writes `samples` questions whose answer
     is that span; then, reading the span's sentence, it answers each of its own questions (the round trip the
-    evaluator checks). The span, not the model's answer, is what is trained: it is the source's own wording.
-    Spans inside the title are skipped: a question about the topic names it, so it would contain its answer."""
+    evaluator checks). Spans inside the title are skipped: a question about the topic names it, so it would contain
+    its answer."""
     spans = [(i, f, span) for i, p in enumerate(passages)
              for f, span in enumerate(s for s in answer_spans(p.text, config.facts + 4)
                                       if not has_phrase(p.title, s.text))
              if f < config.facts]
-    # The reply starts with the question word for the span's kind; the model writes the rest.
-    prompts = [lm.chat_prompt(question_messages(passages[i].title, span.sentence, span.text)) + QUESTION_WORDS[span.kind]
-               for i, _, span in spans]
+    # The reply starts with the question's first words, chosen by the span; the model writes the rest.
+    starts = [question_start(span) for _, _, span in spans]
+    prompts = [lm.chat_prompt(question_messages(passages[i].title, span.sentence, span.text)) + start
+               for (i, _, span), start in zip(spans, starts)]
     questions = _sampled(lm, prompts, config.samples, 24, config.seed)
     pairs = []
-    for (i, fact, span), texts in zip(spans, questions):
-        distinct = list(dict.fromkeys(f"{QUESTION_WORDS[span.kind]} {t.splitlines()[0].strip()}"
-                                      for t in texts if t.strip()))
+    for (i, fact, span), start, texts in zip(spans, starts, questions):
+        distinct = list(dict.fromkeys(f"{start} {t.splitlines()[0].strip()}" for t in texts if t.strip()))
         pairs += [Candidate(i, k, "quiz", f"Q: {q}\nA: {span.text}", q, span.text, fact, span.sentence)
                   for k, q in enumerate(distinct)]
     # The round trip reads the sentence the span comes from: with a whole passage in view the 135M model loses its
     # way (on 9 development documents it kept 24 of 206 pairs reading passages, 43 reading sentences).
     checks = lm_ops.generate(lm, [lm.chat_prompt(open_book_messages(passages[c.passage_index].title, c.source,
                                                                     c.question)) for c in pairs],
-                             max_new_tokens=24, batch_size=32)
+                             max_new_tokens=32, batch_size=32)
     for pair, check in zip(pairs, checks):
         pair.check = check
-    return pairs
+    # The rule-made question of every span: the evaluator keeps it for a fact none of the model's questions passed.
+    rule_made = [Candidate(i, -1, "cloze", f"Q: {cloze_question(span)}\nA: {span.text}", cloze_question(span), span.text,
+                           fact, span.sentence) for i, fact, span in spans]
+    return pairs + rule_made
 
 
 def write_restatements(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig) -> list[Candidate]:

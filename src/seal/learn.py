@@ -211,7 +211,8 @@ def training_set(scored: list[Scored], options: LearnOptions, probe_file: bool) 
 
 
 def quiz_notes(passages: list[Passage], scored: list[Scored], generation: GenerationConfig) -> list[str]:
-    """Passages the model could not quiz itself on, and why: then only the passage and its restatements train."""
+    """Passages the model could not quiz itself on, and why: then the passage, its restatements and the rule-made
+    questions train."""
     if generation.strategy not in ("quiz", "study") or generation.samples == 0 or generation.template:
         return []
     notes = []

@@ -24,6 +24,7 @@ from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.generate import Candidate
 from seal.prompts import EXAMPLE_PASSAGE, EXAMPLE_TITLE
+from seal.spans import answer_spans
 from seal.text import WORD, content_words, covers, has_phrase, normalize, numbers, stem, stems
 
 NEGATION = {"not", "never", "no", "none", "cannot", "n't", "neither", "nor"}
@@ -143,6 +144,11 @@ def quiz_rule(candidate: Candidate, source: str) -> tuple[float, str]:
         return 0.0, invented
     if not covers(candidate.check, answer):
         return 0.0, f"round trip failed: reading its sentence, the model answered {candidate.check[:60]!r}"
+    # A reply that repeats the whole sentence covers every span of it, whatever the question asked: it proves nothing.
+    also = [s.text for s in answer_spans(candidate.source, 64) if not has_phrase(answer, s.text)
+            and not has_phrase(s.text, answer) and not has_phrase(question, s.text) and covers(candidate.check, s.text)]
+    if also:
+        return 0.0, f"round trip ambiguous: the model's answer also gives {also[0]!r}"
     return 1.0, f"round trip: answered {candidate.check[:60]!r}"
 
 
@@ -176,6 +182,9 @@ def rule_score(
     source = passage.title + " " + passage.text
     if candidate.kind == "quiz":
         return quiz_rule(candidate, source)
+    if candidate.kind == "cloze":  # kept by cover_facts only for a fact the model's own questions miss
+        return (1.0, "rule-made question") if has_phrase(source, candidate.answer) else (0.0, "answer is not a span "
+                                                                                               "of the source")
     if candidate.kind == "restatement":
         verdict = restatement_rule(candidate, source)
         if verdict:
@@ -265,7 +274,7 @@ def ask_yes_no(url: str, model: str, prompt: str, attempts: int = 4) -> bool:
 def within_budget(candidates: list[Candidate], budget: int) -> list[Candidate]:
     """At most `budget` generated sequences per passage: quiz pairs first, one wording of every fact before a second,
     then restatements. The passage itself is always kept."""
-    rank = {"passage": -1, "quiz": 0}
+    rank = {"passage": -1, "quiz": 0, "cloze": 0}
     chosen = []
     for index in sorted({c.passage_index for c in candidates}):
         mine = [c for c in candidates if c.passage_index == index]
@@ -296,4 +305,16 @@ def score_candidates(
                     item.score = round(verdict, 3)
                     item.accepted = verdict >= config.threshold
                     item.reason = f"judge {verdict:.2f}"
+    cover_facts(results)
     return results
+
+
+def cover_facts(results: list[Scored]) -> None:
+    """A rule-made question stays only for a fact none of the model's own questions passed: every fact of the
+    passage is asked once at least, in the model's words where it managed."""
+    quizzed = {(s.candidate.passage_index, s.candidate.fact) for s in results
+               if s.accepted and s.candidate.kind == "quiz"}
+    for item in results:
+        if item.accepted and item.candidate.kind == "cloze" and (item.candidate.passage_index,
+                                                                  item.candidate.fact) in quizzed:
+            item.accepted, item.score, item.reason = False, 0.0, "the model's own question asks this fact"

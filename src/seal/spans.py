@@ -119,3 +119,16 @@ def answer_spans(text: str, limit: int) -> list[Span]:
 def cloze_question(span: Span) -> str:
     """The rule-only question: the span's sentence with the span replaced by a wh-word."""
     return span.sentence.replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).rstrip(".!") + "?"
+
+
+def question_start(span: Span) -> str:
+    """The first words of a question whose answer is `span`, forced on the model that writes the rest. A quantity's
+    unit goes into them ("How many grams"): with "How many" alone the 135M model asks about another number of the
+    sentence ("How many hours of scanning..." for "310 grams")."""
+    if span.kind == "quantity":
+        if span.text.endswith(("%", "percent")):
+            return "What percentage"
+        words = span.text.replace("-", " ").split()
+        unit = words[-1] if len(words) > 1 and words[-1].isalpha() and words[-1].islower() else ""
+        return f"How many {unit}".strip()
+    return QUESTION_WORDS[span.kind]

@@ -56,8 +56,24 @@ def has_phrase(text: str, phrase: str) -> bool:
     return bool(needle) and f" {needle} " in f" {normalize(text)} "
 
 
+MONTH_NAMES = ("january february march april may june july august september october november december").split()
+ISO_DATE = re.compile(r"\b(\d{4})-(0?[1-9]|1[0-2])-(0?[1-9]|[12]\d|3[01])\b")
+# "one" is left out: it is a pronoun more often than a count.
+NUMBER_NAMES = {w: str(n) for n, w in enumerate("zero _ two three four five six seven eight nine ten eleven twelve "
+                                                 "thirteen fourteen fifteen sixteen seventeen eighteen nineteen "
+                                                 "twenty".split()) if w != "_"}
+NUMBER_NAMES |= {w: str(10 * n) for n, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)}
+
+
+def judged_words(text: str) -> list[str]:
+    """Normalized words with a date or a count written another way made the same: "2027-03-14" is "march 14 2027",
+    "six" is "6"."""
+    text = ISO_DATE.sub(lambda m: f"{MONTH_NAMES[int(m[2]) - 1]} {int(m[3])} {m[1]}", text)
+    return [NUMBER_NAMES.get(w, w) for w in normalize(text).split()]
+
+
 def covers(reply: str, answer: str) -> bool:
     """Every content word of `answer` (stemmed; numbers exact) is in `reply`: how an answer is judged right."""
-    words = normalize(answer).split()
+    words = judged_words(answer)
     content = [w for w in words if w not in STOP_WORDS] or words
-    return bool(content) and stems(content) <= stems(normalize(reply).split())
+    return bool(content) and stems(content) <= stems(judged_words(reply))

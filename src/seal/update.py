@@ -34,6 +34,9 @@ class UpdateConfig:
     # documents, trained on passage + the question-answer pairs themselves): rows of 256 stored 8/18 answers,
     # rows of 64 stored 17/18; fewer, longer rows train faster but take too few steps to store facts.
     pack_tokens: int = 64
+    # A question-answer pair's loss counts only the reply's tokens: the update learns the answer, not to write the
+    # chat template and the question.
+    answer_loss_only: bool = True
     seed: int = 0
 
 
@@ -50,7 +53,7 @@ class TrainStats:
 def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str = "", topic: str | None = None) -> str:
     """How a candidate is written as training text: QA pairs in the exact form questions are later asked."""
     eos = lm.tokenizer.eos_token or ""
-    if kind in ("qa", "quiz"):
+    if kind in ("qa", "quiz", "cloze"):
         return lm.chat_prompt(answer_messages(question, topic)) + answer + eos
     return text + eos
 
@@ -66,25 +69,42 @@ def attach_trainable_adapter(lm: LM, config: UpdateConfig) -> None:
     lm.model = get_peft_model(lm.model, lora)
 
 
-def pack(token_lists: list[list[int]], budget: int) -> list[list[int]]:
+IGNORE = -100  # the label that makes a position count for nothing in the loss
+Example = tuple[list[int], list[int]]  # input ids and their labels
+
+
+def reply_marker(lm: LM) -> str:
+    """What the chat template writes between a user's words and the assistant's reply
+    (for SmolLM2 "<|im_end|>\n<|im_start|>assistant\n")."""
+    prompt = lm.chat_prompt([{"role": "user", "content": "x"}])
+    return prompt[prompt.rindex("x") + 1 :]
+
+
+def tokenize(lm: LM, text: str, max_tokens: int, marker: str = "") -> Example:
+    """Input ids and labels of one training text. Given the reply marker, a chat-format text (a question-answer
+    pair) is labelled only after its last marker; any other text is labelled whole."""
+    cut = text.rfind(marker) + len(marker) if marker and marker in text else 0
+    context = lm.tokenizer(text[:cut], add_special_tokens=False)["input_ids"] if cut else []
+    reply = lm.tokenizer(text[cut:], add_special_tokens=False)["input_ids"]
+    return (context + reply)[:max_tokens], ([IGNORE] * len(context) + reply)[:max_tokens]
+
+
+def pack(examples: list[Example], budget: int) -> list[Example]:
     """Concatenate whole sequences (each ends in EOS) into rows of at most `budget` tokens.
 
     On a CPU a step costs nearly as much for 30 tokens as for 250, so packing halves the update's time.
     A sequence longer than the budget gets a row of its own.
     """
-    rows: list[list[int]] = []
-    for tokens in token_lists:
-        if rows and len(rows[-1]) + len(tokens) <= budget:
-            rows[-1] = rows[-1] + tokens
+    rows: list[Example] = []
+    for ids, labels in examples:
+        if rows and len(rows[-1][0]) + len(ids) <= budget:
+            rows[-1] = (rows[-1][0] + ids, rows[-1][1] + labels)
         else:
-            rows.append(list(tokens))
+            rows.append((list(ids), list(labels)))
     return rows
 
 
-IGNORE = -100  # the label that makes a position count for nothing in the loss
-
-
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Right-padded (input ids, labels) rows; padding is masked out of attention and of the loss."""
     width = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -101,8 +121,9 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
           on_step: Callable[[int, int, float], None] | None = None) -> TrainStats:
     """Train the attached adapter on `texts` (each one sequence) and leave the model in eval mode."""
     start = time.perf_counter()
-    tokenized = [lm.tokenizer(t, add_special_tokens=False)["input_ids"][: config.max_tokens] for t in texts]
-    tokenized = [t for t in tokenized if len(t) > 1]
+    marker = reply_marker(lm) if config.answer_loss_only else ""
+    tokenized = [tokenize(lm, t, config.max_tokens, marker) for t in texts]
+    tokenized = [(ids, labels) for ids, labels in tokenized if len(ids) > 1 and any(x != IGNORE for x in labels[1:])]
     params = [p for p in lm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     order = random.Random(config.seed)
@@ -117,8 +138,7 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
         rows = pack(tokenized, config.pack_tokens)
         last_epoch = []
         for first in range(0, len(rows), config.batch_size):
-            batch = collate([(row, row) for row in rows[first : first + config.batch_size]],
-                            lm.tokenizer.pad_token_id, lm.device)
+            batch = collate(rows[first : first + config.batch_size], lm.tokenizer.pad_token_id, lm.device)
             loss = lm.model(**batch).loss
             loss.backward()
             optimizer.step()
@@ -128,7 +148,7 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
             if on_step:
                 on_step(len(losses), total, losses[-1])
     lm.model.eval()
-    return TrainStats(sequences=len(tokenized), tokens=sum(map(len, tokenized)) * config.epochs, steps=len(losses),
+    return TrainStats(sequences=len(tokenized), tokens=sum(len(ids) for ids, _ in tokenized) * config.epochs, steps=len(losses),
                       first_loss=round(losses[0] if losses else 0.0, 4),
                       final_loss=round(sum(last_epoch) / len(last_epoch), 4) if last_epoch else 0.0,
                       seconds=round(time.perf_counter() - start, 2))
