@@ -258,7 +258,7 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         table.add_row("yes" if e.accepted else "no", f"{e.score:.2f}", e.kind, e.text[:90].replace("\n", " / "), e.reason)
     out.print(table)
     quiz = [e for e in edits if e.kind in ("quiz", "cloze")]
-    if quiz:  # the quiz: what was asked (by the model, or by rule), the span it asks about, what the evaluator made of it
+    if quiz:  # what was asked (by the model, or by rule), the span it asks about, and what the evaluator made of it
         pairs = Table("kept", "by", "question", "answer", "round trip, or why it was rejected", title="quiz pairs")
         for e in quiz:
             pairs.add_row("yes" if e.accepted else "no", "model" if e.kind == "quiz" else "rule", e.question, e.answer,

@@ -190,8 +190,9 @@ def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig)
     for pair, check in zip(pairs, checks):
         pair.check = check
     # The rule-made question of every span: the evaluator keeps it for a fact none of the model's questions passed.
-    rule_made = [Candidate(i, -1, "cloze", f"Q: {cloze_question(span)}\nA: {span.text}", cloze_question(span), span.text,
-                           fact, span.sentence) for i, fact, span in spans]
+    asked = [(i, fact, span, cloze_question(span)) for i, fact, span in spans]
+    rule_made = [Candidate(i, -1, "cloze", f"Q: {question}\nA: {span.text}", question, span.text, fact, span.sentence)
+                 for i, fact, span, question in asked]
     return pairs + rule_made
 
 

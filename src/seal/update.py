@@ -148,7 +148,8 @@ def train(lm: LM, texts: list[str], config: UpdateConfig,
             if on_step:
                 on_step(len(losses), total, losses[-1])
     lm.model.eval()
-    return TrainStats(sequences=len(tokenized), tokens=sum(len(ids) for ids, _ in tokenized) * config.epochs, steps=len(losses),
+    return TrainStats(sequences=len(tokenized), tokens=sum(len(ids) for ids, _ in tokenized) * config.epochs,
+                      steps=len(losses),
                       first_loss=round(losses[0] if losses else 0.0, 4),
                       final_loss=round(sum(last_epoch) / len(last_epoch), 4) if last_epoch else 0.0,
                       seconds=round(time.perf_counter() - start, 2))
