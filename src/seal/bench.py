@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.knowledge import load_items
 from seal.learn import LearnOptions, LearnResult, learn, load_version
 from seal.prompts import answer_messages
 from seal.check import mean
@@ -63,12 +64,16 @@ def _correct(item: dict, predictions: list[str]) -> int:
 
 
 def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: list[str], samples: int = 2,
-                ways: tuple[str, ...] = ("fresh", "sequential")) -> dict:
+                ways: tuple[str, ...] = ("fresh", "sequential"), facts: str | None = None) -> dict:
     """Closed-book accuracy on invented facts, both ways a user works: each document learned into a fresh store
     (before, after the passage alone, after `seal learn` with each strategy), and all documents learned in turn into
-    one store, then every question asked. Graded as the knowledge benchmark grades (the local judge)."""
+    one store, then every question asked. Graded as the knowledge benchmark grades (the local judge).
+    `facts`: the user's own documents and questions (SEAL's format) instead of the packaged invented ones."""
     out.mkdir(parents=True, exist_ok=True)
-    items = packaged("invented_facts.json")[:documents]
+    items = packaged("invented_facts.json") if facts is None else [
+        {"title": i.title, "context": i.context, "questions": [{"question": q, "answer": a} for q, a in i.questions]}
+        for i in load_items(facts)]
+    items = items[:documents]
     conditions = [Condition("passage", 0)] + [Condition(s, samples) for s in strategies]
     rows, timings, disk = [], [], []
     sequential: dict[str, dict] = {}
@@ -112,7 +117,7 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
     in_turn = {name: round(sum(r["correct"]) / total_q, 4) for name, r in sequential.items()}
     stages = {key: round(statistics.median(t[key] for t in timings), 2) for key in timings[0]} if timings else {}
     summary = {
-        "documents": len(items), "questions": total_q, "accuracy": accuracy, "accuracy_in_turn": in_turn,
+        "facts": facts or "invented_facts.json (packaged)", "documents": len(items), "questions": total_q, "accuracy": accuracy, "accuracy_in_turn": in_turn,
         "self_edits_beat_passage": {s: accuracy[s] > accuracy["passage"] for s in strategies} if rows else {},
         "timed_strategy": strategies[0],
         "median_seconds_by_stage": stages,
@@ -121,7 +126,8 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
         "rows": rows, "in_turn": sequential,
     }
     (out / "learn.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    table = ["| condition | each document in a fresh store | all documents learned in turn into one store |",
+    table = [f"Documents: {summary['facts']}, {len(items)} documents, {total_q} questions.", "",
+             "| condition | each document in a fresh store | all documents learned in turn into one store |",
              "|---|---|---|"]
     for name in dict.fromkeys(list(accuracy) + list(in_turn)):
         cells = [f"{d[name]:.1%} ({round(d[name] * total_q)}/{total_q})" if name in d else "-"

@@ -393,7 +393,10 @@ def serve(
 @friendly
 def bench_learn(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for learn.json and learn.md.")] = Path("runs/bench-learn"),
-    documents: Annotated[int, typer.Option(min=1, help="How many invented-fact documents (of 12).")] = 12,
+    documents: Annotated[int, typer.Option(min=1, help="How many documents (the first N).")] = 12,
+    facts: Annotated[Optional[str], typer.Option(help="Your own documents with questions (SEAL's format: a JSON list "
+                                                      "of {title, context, questions}); default: the 12 invented "
+                                                      "ones that ship with seal.")] = None,
     strategies: Annotated[str, typer.Option(help="Comma-separated self-edit strategies; the first is timed.")] = GenerationConfig.strategy,
     samples: Annotated[int, typer.Option(min=1)] = GenerationConfig.samples,
     ways: Annotated[str, typer.Option(help="fresh (each document in its own store), sequential (all in turn into "
@@ -405,7 +408,7 @@ def bench_learn(
     if not chosen or set(chosen) - {"fresh", "sequential"}:
         raise SealError(f"--ways takes fresh, sequential or both, not {ways!r}")
     summary = run_bench_learn(out_dir, documents, model, lambda line: err.print(line, highlight=False),
-                              strategies.split(","), samples, chosen)
+                              strategies.split(","), samples, chosen, facts)
     out.print((out_dir / "learn.md").read_text())
     for name, beat in summary["self_edits_beat_passage"].items():
         if not beat:
