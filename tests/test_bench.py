@@ -1,6 +1,9 @@
 import json
 
+import pytest
+
 from seal.bench import bench_learn
+from seal.errors import SealError
 
 
 def test_bench_learn_writes_its_files(tmp_path, tiny_model_dir, monkeypatch):
@@ -13,3 +16,18 @@ def test_bench_learn_writes_its_files(tmp_path, tiny_model_dir, monkeypatch):
     in_turn = saved["in_turn"]["implications"]  # every document learned in turn into one store, then all asked
     assert set(saved["accuracy_in_turn"]) == {"implications"} and len(in_turn["committed"]) == 1
     assert len(in_turn["answers"][0]) == 6
+
+
+def test_bench_learn_takes_the_users_documents_and_refuses_a_bad_file(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SEAL_HOME", str(tmp_path / "home"))
+    facts = tmp_path / "mine.json"
+    facts.write_text(json.dumps([{"title": "Quorvel Lamp", "context": "The Quorvel lamp was designed by Enna Malk "
+                                  "in 2031 and sold in the town of Hesper Rill.",
+                                  "questions": [{"question": "Who designed the Quorvel lamp?", "answer": "Enna Malk"}]}]))
+    summary = bench_learn(tmp_path / "out", 5, str(tiny_model_dir), lambda line: None, ["implications"], samples=1,
+                          ways=("fresh",), facts=str(facts))
+    assert summary["facts"] == str(facts) and summary["documents"] == 1 and summary["questions"] == 1
+    assert summary["rows"][0]["title"] == "Quorvel Lamp"
+    facts.write_text(json.dumps([{"title": "No questions", "context": "Some text.", "questions": []}]))
+    with pytest.raises(SealError, match="missing or empty 'questions'"):
+        bench_learn(tmp_path / "out2", 5, str(tiny_model_dir), lambda line: None, ["implications"], facts=str(facts))
