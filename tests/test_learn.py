@@ -1,8 +1,8 @@
 """The loop recipe on the tiny model: commit, build on the current version, replay, refuse, record."""
 
 from seal.check import GateConfig
-from seal.learn import LearnOptions, learn, load_version
-from seal.store import Store
+from seal.learn import LearnOptions, _replay, learn, load_version
+from seal.store import SelfEditRecord, Store, Version, now
 
 
 def options(model_dir, **gate) -> LearnOptions:
@@ -44,3 +44,25 @@ def test_a_failed_check_keeps_the_current_version_and_records_why(tmp_path, tiny
     attempt = store.get("v2")
     assert attempt.status == "rolled_back" and attempt.adapter_dir is None and attempt.reason == result.reason
     assert store.self_edits("v2")  # the attempt's self-edits are kept for inspection
+
+
+def test_replay_rehearses_every_earlier_versions_pairs_before_passages(tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "home")
+
+    def commit(edits: list[tuple[str, bool, str]]) -> None:  # (kind, accepted, text); only accepted ones trained
+        version = Version("", store.current_id(), "committed", now(), str(tiny_model_dir), [], None, 0, 0, {}, {}, "")
+        records = [SelfEditRecord(0, 0, kind, text, "", "", 1.0, accepted, "", text if accepted else "")
+                   for kind, accepted, text in edits]
+        store.record(version, records, [], make_current=True)
+
+    commit([("passage", True, "P1"), ("quiz", True, "q1a"), ("quiz", True, "q1b"), ("cloze", True, "q1c"),
+                  ("restatement", True, "r1"), ("quiz", False, "rejected1")])
+    commit([("passage", True, "P2"), ("quiz", True, "q2a")])
+    latest = store.get(store.current_id())
+
+    first_two = _replay(store, latest, budget=2, seed=0)
+    assert {text[:2] for text in first_two} == {"q1", "q2"}  # one pair from each earlier version first
+    everything = _replay(store, latest, budget=100, seed=0)
+    assert sorted(everything[:4]) == ["q1a", "q1b", "q1c", "q2a"]
+    assert everything[4:] == ["P1", "P2", "r1"]  # then passages, then other self-edits; nothing rejected
+    assert _replay(store, latest, budget=0, seed=0) == []

@@ -122,7 +122,8 @@ def learn(
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = UpdateConfig.lr,
     epochs: Annotated[int, typer.Option(min=1)] = UpdateConfig.epochs,
-    replay: Annotated[int, typer.Option(min=0, help="Earlier sequences rehearsed with this update.")] = UpdateConfig.replay,
+    replay: Annotated[int, typer.Option(min=0, help="Most earlier training sequences rehearsed with this update "
+                                                    "(question-answer pairs first, in turns from every earlier version).")] = UpdateConfig.replay,
     max_passages: Annotated[int, typer.Option(min=1, help="Longest document accepted, in passages of 320 tokens.")] = LearnOptions.max_passages,
     seed: Annotated[int, typer.Option()] = 0,
     model: ModelOption = None,

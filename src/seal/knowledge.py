@@ -44,7 +44,7 @@ Progress = Callable[[str, int, int], None]  # (condition, done, total)
 FIXED = ("base", "in-context", "passage", "oracle-qa", "cloze")
 FILTERED = "+filter"  # a strategy whose self-edits pass the loop's evaluator first, as in `seal learn`
 ARMS = {"gate": "the loop as shipped: replay and the gate", "no-gate": "replay, every update kept",
-        "no-gate-no-replay": "every update kept, no replay (SEAL's continual setting)"}
+        "no-gate-no-replay": "every update kept, no replay (each version knows only its own passage)"}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from seal.prompts import answer_messages
 from seal.score import (ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules, score_candidates,
                         within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
+from seal.update import QA_KINDS, UpdateConfig, attach_trainable_adapter, sequence_text, train
 
 Progress = Callable[[str, int, int], None]
 
@@ -66,17 +66,24 @@ def _sources(docs: list[Document]) -> list[dict]:
 
 
 def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[str]:
-    """Earlier versions' training texts: every earlier passage, then a seeded sample of their self-edits."""
+    """Earlier versions' training texts to rehearse: their question-answer pairs first, taken in turns from every
+    earlier version (a pair is what makes a fact answerable, and each version keeps a share), then their passages,
+    then their other self-edits."""
     if budget <= 0:
         return []
-    passages, others = [], []
+    rng = random.Random(seed)
+    pairs_by_version, passages, others = [], [], []
     for version in store.lineage(parent.id):
-        for edit in store.self_edits(version.id):
-            if edit.accepted and edit.train_text:  # held-out probes and over-budget pairs were never trained
-                (passages if edit.kind == "passage" else others).append(edit)
-    random.Random(seed).shuffle(others)
-    chosen = passages + others[: max(0, budget - len(passages))]
-    return [e.train_text for e in chosen]
+        trained = [e for e in store.self_edits(version.id) if e.accepted and e.train_text]  # not held-out probes
+        pairs = [e.train_text for e in trained if e.kind in QA_KINDS]
+        rng.shuffle(pairs)
+        pairs_by_version.append(pairs)
+        passages += [e.train_text for e in trained if e.kind == "passage"]
+        others += [e.train_text for e in trained if e.kind != "passage" and e.kind not in QA_KINDS]
+    rng.shuffle(others)
+    in_turns = [pairs[i] for i in range(max(map(len, pairs_by_version), default=0))
+                for pairs in pairs_by_version if i < len(pairs)]
+    return (in_turns + passages + others)[:budget]
 
 
 def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progress | None = None) -> LearnResult:
@@ -114,7 +121,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         step("load", 0, 1)
         store.ensure_model(options.model, pin=True)
         parent = store.get(store.current_id())  # v0, the base model, until something is committed
-        lm = lm_ops.load(options.model, store.adapter_path(parent), options.device, trainable=True)
+        # The base weights, not the current version's: the new adapter is trained afresh and the replay brings
+        # the lineage's material (update.py says why).
+        lm = lm_ops.load(options.model, None, options.device)
         count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
                                                                              options.max_passages)]
@@ -174,11 +183,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                                 train_texts.get(id(s.candidate), "")) for s in scored]
         probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
                          for p, b, a in zip(probes, nll_before, nll_after)]
-        # A continued adapter keeps the rank it was created with, whatever --rank says: record the real one.
-        lora = lm.model.peft_config["default"]
-        update_used = {**asdict(options.update), "rank": lora.r, "alpha": lora.lora_alpha}
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
-                      "config": {"generation": asdict(options.generation), "update": update_used,
+                      "config": {"generation": asdict(options.generation), "update": asdict(options.update),
                                  "policy": options.policy,
                                  "threshold": options.scoring.threshold}}
         keep = report.passed or not options.gate.enforce

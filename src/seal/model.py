@@ -137,7 +137,7 @@ def read_lineage(model: str) -> dict:
         raise SealError(f"cannot read {path}: {err}") from err
 
 
-def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto", trainable: bool = False) -> LM:
+def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto") -> LM:
     """Load the base model, and the version's adapter on top of it when there is one."""
     path = resolve_model_path(model)
     target = pick_device(device)
@@ -146,7 +146,7 @@ def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto
         base = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(target)).to(target)
         net: torch.nn.Module = base
         if adapter is not None:
-            net = PeftModel.from_pretrained(base, str(adapter), is_trainable=trainable)
+            net = PeftModel.from_pretrained(base, str(adapter))
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise SealError(f"cannot load model {model!r}{' with adapter ' + str(adapter) if adapter else ''}: "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
