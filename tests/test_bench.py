@@ -15,6 +15,7 @@ def test_bench_learn_writes_its_files(tmp_path, tiny_model_dir, monkeypatch):
     assert "| condition |" in (tmp_path / "out" / "learn.md").read_text()
     in_turn = saved["in_turn"]["implications"]  # every document learned in turn into one store, then all asked
     assert set(saved["accuracy_in_turn"]) == {"implications"} and len(in_turn["committed"]) == 1
+    assert len(in_turn["seconds"]) == 1 and in_turn["seconds"][0] > 0
     assert len(in_turn["answers"][0]) == 6
 
 

@@ -101,16 +101,19 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
                 + f" / {len(item['questions'])}")
             rows.append(row)
         for condition in conditions[1:] if "sequential" in ways else []:
-            committed = []
+            committed, seconds = [], []
             for doc in docs:
                 store, result = stores.learn(f"sequential-{condition.name}", [str(doc)],
                                              _options(model, condition, strategies))
                 committed.append(result.committed)
-                say(f"in turn, {condition.name}: {doc.name} {'committed' if result.committed else 'refused: ' + result.reason}")
+                seconds.append(round(sum(result.timings.values()), 1))  # grows with the replay
+                outcome = "committed" if result.committed else "refused: " + result.reason
+                say(f"in turn, {condition.name}: {doc.name} {outcome} ({seconds[-1]:.0f} s)")
             predictions = _grade(store, model, items)
             sequential[condition.name] = {
-                "committed": committed, "correct": [_correct(i, p) for i, p in zip(items, predictions)],
-                "answers": predictions, "versions": len(store.history())}
+                "committed": committed, "seconds": seconds,
+                "correct": [_correct(i, p) for i, p in zip(items, predictions)], "answers": predictions,
+                "versions": len(store.history())}
     total_q = sum(len(item["questions"]) for item in items)
     accuracy = ({name: round(sum(r[name] for r in rows) / total_q, 4)
                  for name in ["base"] + [c.name for c in conditions]} if rows else {})
