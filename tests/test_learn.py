@@ -56,7 +56,7 @@ def test_replay_rehearses_every_earlier_versions_pairs_before_passages(tmp_path,
         store.record(version, records, [], make_current=True)
 
     commit([("passage", True, "P1"), ("quiz", True, "q1a"), ("quiz", True, "q1b"), ("cloze", True, "q1c"),
-                  ("restatement", True, "r1"), ("quiz", False, "rejected1")])
+            ("restatement", True, "r1"), ("quiz", False, "rejected1")])
     commit([("passage", True, "P2"), ("quiz", True, "q2a")])
     latest = store.get(store.current_id())
 

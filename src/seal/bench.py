@@ -120,7 +120,8 @@ def bench_learn(out: Path, documents: int, model: str, say: Report, strategies: 
     in_turn = {name: round(sum(r["correct"]) / total_q, 4) for name, r in sequential.items()}
     stages = {key: round(statistics.median(t[key] for t in timings), 2) for key in timings[0]} if timings else {}
     summary = {
-        "facts": facts or "invented_facts.json (packaged)", "documents": len(items), "questions": total_q, "accuracy": accuracy, "accuracy_in_turn": in_turn,
+        "facts": facts or "invented_facts.json (packaged)", "documents": len(items), "questions": total_q,
+        "accuracy": accuracy, "accuracy_in_turn": in_turn,
         "self_edits_beat_passage": {s: accuracy[s] > accuracy["passage"] for s in strategies} if rows else {},
         "timed_strategy": strategies[0],
         "median_seconds_by_stage": stages,

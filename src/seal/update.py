@@ -31,7 +31,7 @@ class UpdateConfig:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
     # Most earlier sequences rehearsed with each new version; what is not replayed is not in the new adapter, and
-    # the update's time grows with it (a 150-word document leaves about 25).
+    # the update's time grows with it (each 150-word document adds about 25 sequences to later replays).
     replay: int = 400
     max_tokens: int = 384  # per training sequence
     # Short sequences are packed into rows of up to this many tokens. Measured on the embedded model (3 invented
