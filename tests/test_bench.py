@@ -24,7 +24,8 @@ def test_bench_learn_takes_the_users_documents_and_refuses_a_bad_file(tmp_path, 
     facts = tmp_path / "mine.json"
     facts.write_text(json.dumps([{"title": "Quorvel Lamp", "context": "The Quorvel lamp was designed by Enna Malk "
                                   "in 2031 and sold in the town of Hesper Rill.",
-                                  "questions": [{"question": "Who designed the Quorvel lamp?", "answer": "Enna Malk"}]}]))
+                                  "questions": [{"question": "Who designed the Quorvel lamp?",
+                                                 "answer": "Enna Malk"}]}]))
     summary = bench_learn(tmp_path / "out", 5, str(tiny_model_dir), lambda line: None, ["implications"], samples=1,
                           ways=("fresh",), facts=str(facts))
     assert summary["facts"] == str(facts) and summary["documents"] == 1 and summary["questions"] == 1
