@@ -8,7 +8,7 @@ from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_pr
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.score import load_safety_rules
-from seal.update import UpdateConfig, attach_trainable_adapter, train
+from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, train
 
 from conftest import FACTS
 
@@ -47,7 +47,7 @@ def test_gate_reports_every_check_and_sees_learning(tiny_model_dir):
     unrelated = [(Probe("The sky is", " blue", "sky"), 0.0)]  # nll_before 0: can never be beaten, so forgotten
     update = UpdateConfig(rank=8, alpha=16, lr=1e-2, epochs=10)
     attach_trainable_adapter(lm, update)
-    train(lm, ["Brellick Tide Clock\n" + FACTS], update)
+    train(lm, [Sequence("Brellick Tide Clock\n" + FACTS)], update)
     report, after = run_gate(lm, probes, before, unrelated, reference, rules, config)
     checks = {c.name: c for c in report.checks}
     assert set(checks) == {"knowledge", "retention", "locality", "safety", "sanity"}

@@ -1,8 +1,8 @@
 import torch
 
 from seal import model as lm_ops
-from seal.update import (IGNORE, UpdateConfig, attach_trainable_adapter, collate, pack, reply_marker, sequence_text,
-                         tokenize, train)
+from seal.update import (IGNORE, Sequence, UpdateConfig, attach_trainable_adapter, collate, pack, reply_marker,
+                         sequence_text, tokenize, train)
 
 from conftest import FACTS
 
@@ -24,7 +24,7 @@ def test_lora_training_lowers_the_loss_and_touches_only_the_adapter(tiny_model_d
     frozen = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     config = UpdateConfig(rank=8, alpha=16, lr=5e-2, epochs=20)
     attach_trainable_adapter(lm, config)
-    stats = train(lm, [FACTS + lm.tokenizer.eos_token], config)
+    stats = train(lm, [Sequence(FACTS + lm.tokenizer.eos_token)], config)
     assert stats.final_loss < stats.first_loss * 0.8
     changed = [n for n, p in lm.model.named_parameters() if "lora_" not in n
                and not torch.equal(p, frozen[n.replace("base_model.model.", "").replace(".base_layer", "")])]
@@ -34,15 +34,24 @@ def test_lora_training_lowers_the_loss_and_touches_only_the_adapter(tiny_model_d
 
 def test_qa_sequences_use_the_ask_prompt(tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
-    text = sequence_text(lm, "qa", "", "Who built it?", "Oswin Tarrow")
+    text, reply_only = sequence_text(lm, "qa", "", "Who built it?", "Oswin Tarrow")
     assert "Question: Who built it?" in text and text.endswith("Oswin Tarrow" + lm.tokenizer.eos_token)
+    assert reply_only
 
 
 def test_a_question_answer_pair_is_labelled_only_on_its_reply(tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
-    text = sequence_text(lm, "qa", "", "Who built it?", "Oswin Tarrow")
+    text = sequence_text(lm, "quiz", "", "Who built it?", "Oswin Tarrow").text
     ids, labels = tokenize(lm, text, 384, reply_marker(lm))
     labelled = [i for i, label in zip(ids, labels) if label != IGNORE]
     assert labels[0] == IGNORE and lm.tokenizer.decode(labelled) == "Oswin Tarrow" + lm.tokenizer.eos_token
     passage_ids, passage_labels = tokenize(lm, FACTS, 384, reply_marker(lm))
     assert passage_labels == passage_ids
+
+
+def test_a_rule_made_question_and_a_passage_are_trained_whole(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    cloze = sequence_text(lm, "cloze", "", "It was built in 1893 by which?", "Oswin Tarrow")
+    passage = sequence_text(lm, "passage", FACTS)
+    assert not cloze.reply_only and not passage.reply_only
+    assert sequence_text(lm, "quiz", "", "Who built it?", "Oswin Tarrow").reply_only

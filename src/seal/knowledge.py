@@ -38,7 +38,7 @@ from seal.score import ScoreConfig, load_safety_rules, score_candidates, within_
 from seal.spans import answer_spans, cloze_question
 from seal.text import has_phrase
 from seal.store import Store
-from seal.update import UpdateConfig, attach_trainable_adapter, sequence_text, train
+from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, sequence_text, train
 
 Progress = Callable[[str, int, int], None]  # (condition, done, total)
 FIXED = ("base", "in-context", "passage", "oracle-qa", "cloze")
@@ -364,18 +364,19 @@ class Bench:
                 "quiz_kept": sum(s.accepted for s in quiz),
                 "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title) for c in kept]}
 
-    def cloze_texts(self, item: Item) -> list[str]:
+    def cloze_texts(self, item: Item) -> list[Sequence]:
         """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""
         spans = answer_spans(item.context, self.config.generation.facts)
-        return [sequence_text(self.lm, "qa", "", cloze_question(span), span.text, topic=item.title) for span in spans]
+        return [sequence_text(self.lm, "cloze", "", cloze_question(span), span.text, topic=item.title)
+                for span in spans]
 
-    def passage_text(self, item: Item) -> str:
+    def passage_text(self, item: Item) -> Sequence:
         return sequence_text(self.lm, "passage", f"{item.title}\n{item.context}")
 
-    def oracle_texts(self, item: Item) -> list[str]:
+    def oracle_texts(self, item: Item) -> list[Sequence]:
         return [sequence_text(self.lm, "qa", "", q, a, topic=item.title) for q, a in item.questions]
 
-    def updated_answers(self, texts: list[str], items: list[Item], seed: int) -> tuple[list[list[dict]], float]:
+    def updated_answers(self, texts: list[Sequence], items: list[Item], seed: int) -> tuple[list[list[dict]], float]:
         self.reset(seed)
         stats = train(self.lm, texts, UpdateConfig(**{**asdict(self.config.update), "seed": seed}))
         return self.answer(items), stats.final_loss
@@ -387,9 +388,9 @@ def accuracy(rows: list[dict]) -> dict[str, float]:
             for metric in ("em", "f1", "contains", "judge")}
 
 
-def coverage(texts: list[str], item: Item) -> int:
+def coverage(texts: list[Sequence], item: Item) -> int:
     """How many of the passage's gold answers appear verbatim in the generated training text (the passage aside)."""
-    joined = " ".join(texts)
+    joined = " ".join(text for text, _ in texts)
     return sum(has_phrase(joined, gold) for _, gold in item.questions)
 
 
@@ -417,7 +418,7 @@ def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, d
                 trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
                                "final_loss": loss, "answers": answers, "accuracy": accuracy(answers),
                                **{k: v for k, v in edit.items() if k != "texts"},
-                               "self_edits": edit["texts"],
+                               "self_edits": [text for text, _ in edit["texts"]],
                                **({"coverage": coverage(edit["texts"], item)} if condition != "passage" else {})})
     return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
             "condition": condition, "questions": len(item.questions), "accuracy": accuracy([t["accuracy"] for t in trials]),

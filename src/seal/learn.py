@@ -19,7 +19,8 @@ from seal.prompts import answer_messages
 from seal.score import (ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules, score_candidates,
                         within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import QA_KINDS, UpdateConfig, attach_trainable_adapter, sequence_text, train
+from seal.update import (QA_KINDS, REPLY_ONLY_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, sequence_text,
+                         train)
 
 Progress = Callable[[str, int, int], None]
 
@@ -65,7 +66,7 @@ def _sources(docs: list[Document]) -> list[dict]:
     return [{"source": d.source, "title": d.title, "sha256": d.sha256} for d in docs]
 
 
-def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[str]:
+def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[Sequence]:
     """Earlier versions' training texts to rehearse: their question-answer pairs first, taken in turns from every
     earlier version (a pair is what makes a fact answerable, and each version keeps a share), then their passages,
     then their other self-edits."""
@@ -74,12 +75,13 @@ def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     pairs_by_version, passages, others = [], [], []
     for version in store.lineage(parent.id):
-        trained = [e for e in store.self_edits(version.id) if e.accepted and e.train_text]  # not held-out probes
-        pairs = [e.train_text for e in trained if e.kind in QA_KINDS]
+        trained = [(e.kind, Sequence(e.train_text, e.kind in REPLY_ONLY_KINDS))
+                   for e in store.self_edits(version.id) if e.accepted and e.train_text]  # not held-out probes
+        pairs = [s for kind, s in trained if kind in QA_KINDS]
         rng.shuffle(pairs)
         pairs_by_version.append(pairs)
-        passages += [e.train_text for e in trained if e.kind == "passage"]
-        others += [e.train_text for e in trained if e.kind != "passage" and e.kind not in QA_KINDS]
+        passages += [s for kind, s in trained if kind == "passage"]
+        others += [s for kind, s in trained if kind != "passage" and kind not in QA_KINDS]
     rng.shuffle(others)
     in_turns = [pairs[i] for i in range(max(map(len, pairs_by_version), default=0))
                 for pairs in pairs_by_version if i < len(pairs)]
@@ -177,7 +179,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         report, nll_after = run_gate(lm, probes, nll_before, earlier, reference, rules, options.gate)
         lap("check")
 
-        train_texts = {id(c): t for c, t in zip(accepted, texts)}
+        train_texts = {id(c): t.text for c, t in zip(accepted, texts)}
         edits = [SelfEditRecord(s.candidate.passage_index, s.candidate.sample, s.candidate.kind, s.candidate.text,
                                 s.candidate.question, s.candidate.answer, s.score, s.accepted, s.reason,
                                 train_texts.get(id(s.candidate), "")) for s in scored]

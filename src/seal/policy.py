@@ -30,7 +30,7 @@ from seal.prompts import STRATEGIES, self_edit_messages
 from seal.reward import Executor, ExecutorConfig, Trial, make_executor
 from seal.sft import SFTConfig, save_checkpoint, sft
 from seal.store import now
-from seal.update import UpdateConfig, sequence_text
+from seal.update import Sequence, UpdateConfig, sequence_text
 
 Progress = Callable[[str, int, int], None]
 
@@ -153,7 +153,7 @@ def _trials(config: PolicyConfig, round_: int, items: list[Item], samples: dict[
     """The round's reward trials not yet done; round 1 also carries the passage-only updates (the reference)."""
     trials = []
     for item in items:
-        passage = samples[item.id]["passage_text"]
+        passage = Sequence(*samples[item.id]["passage_text"])  # JSON keeps a sequence as [text, reply_only]
         for repeat in range(config.repeats):
             seed = seed_for("reward", item.id, repeat)  # every sample of a passage meets the same seeds
             if round_ == 1 and f"passage/{item.id}/{repeat}" not in done:
@@ -161,8 +161,8 @@ def _trials(config: PolicyConfig, round_: int, items: list[Item], samples: dict[
             for sample in range(config.samples):
                 key = f"trial/{round_}/{item.id}/{sample}/{repeat}"
                 if key not in done:
-                    trials.append(Trial(key, item, [passage] + samples[item.id]["texts"][sample], seed, round_,
-                                        sample, repeat))
+                    edits = [Sequence(*text) for text in samples[item.id]["texts"][sample]]
+                    trials.append(Trial(key, item, [passage] + edits, seed, round_, sample, repeat))
     return trials
 
 

@@ -20,6 +20,7 @@ import torch
 from seal.errors import SealError
 from seal.knowledge import Bench, Item, KnowledgeConfig, accuracy
 from seal.model import deterministic
+from seal.update import Sequence
 
 EXECUTORS = ("in-process", "process", "ray")
 
@@ -28,7 +29,7 @@ EXECUTORS = ("in-process", "process", "ray")
 class Trial:
     key: str
     item: Item
-    texts: list[str]  # training sequences, the passage first, already in their training form
+    texts: list[Sequence]  # training sequences, the passage first, already in their training form
     seed: int  # the LoRA init and data order; shared by every sample of a passage (common random numbers)
     round: int = 0
     sample: int = -1  # -1: the passage alone
