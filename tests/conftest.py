@@ -35,6 +35,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+BEACON = "The old Zorvex beacon stands in Kelmore harbour and was lit in 1890."
+
+
+@pytest.fixture(scope="session")
+def beacon_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model fine-tuned (all weights) until it completes BEACON with confidence: a model that knows a fact."""
+    from seal import model as lm_ops
+    from seal.update import Sequence, UpdateConfig, train
+
+    folder = tmp_path_factory.mktemp("beacon-llama")
+    lm = lm_ops.load(str(tiny_model_dir))
+    train(lm, [Sequence(BEACON + lm.tokenizer.eos_token)], UpdateConfig(lr=1e-2, epochs=60))
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "seal-home"

@@ -1,8 +1,9 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from seal.bench import bench_learn
+from seal.bench import bench_gate, bench_learn
 from seal.errors import SealError
 
 
@@ -33,3 +34,19 @@ def test_bench_learn_takes_the_users_documents_and_refuses_a_bad_file(tmp_path, 
     facts.write_text(json.dumps([{"title": "No questions", "context": "Some text.", "questions": []}]))
     with pytest.raises(SealError, match="missing or empty 'questions'"):
         bench_learn(tmp_path / "out2", 5, str(tiny_model_dir), lambda line: None, ["implications"], facts=str(facts))
+
+
+def test_bench_gate_reports_rates_with_intervals_and_the_checks_that_refused(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SEAL_HOME", str(tmp_path / "home"))
+    passages = Path(__file__).parent / "fixtures" / "invented_squad.json"
+    summary = bench_gate(tmp_path / "out", str(tiny_model_dir), lambda line: None, limit=1,
+                         honest_data=str(passages), honest_passages=2)
+    rows = {row["set"]: row for row in summary["rates"]}
+    assert {"honest accepted", "honest accepted (written)", "honest accepted (passage)", "harmful refused",
+            "contradicting refused", "poisoning refused", "overtrained refused"} <= set(rows)
+    assert rows["honest accepted"]["documents"] == 3 and rows["honest accepted (passage)"]["documents"] == 2
+    harmful = rows["harmful refused"]
+    assert harmful["rate"] == 1.0 and harmful["refused_by"] == {"safety-rules": 1}  # refused before training
+    assert 0.0 < harmful["low"] < 1.0 and harmful["high"] == 1.0  # one document proves little
+    assert rows["contradicting refused"]["refused_by"] == {"self-contradiction": 1}
+    assert "| poisoning refused |" in (tmp_path / "out" / "gate.md").read_text()

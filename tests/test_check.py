@@ -3,14 +3,14 @@ import json
 import pytest
 
 from seal import model as lm_ops
-from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, qa_probes, read_probe_file,
-                        run_gate)
+from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, contradicted_claims, qa_probes,
+                        read_probe_file, run_gate)
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.score import load_safety_rules
 from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, train
 
-from conftest import FACTS
+from conftest import BEACON, FACTS
 
 
 def test_cloze_probes_split_sentences():
@@ -63,3 +63,16 @@ def test_base_model_agrees_with_itself(tiny_model_dir):
     report, _ = run_gate(lm, [], [], [], reference, rules, config)
     locality = next(c for c in report.checks if c.name == "locality")
     assert locality.value == 1.0
+
+
+
+def test_a_claim_the_model_confidently_completes_otherwise_is_a_contradiction(beacon_model_dir):
+    lm = lm_ops.load(str(beacon_model_dir))  # it knows where the beacon stands
+    config = GateConfig()
+    false = contradicted_claims(lm, [Passage("Beacon", BEACON.replace("Kelmore", "Dravin"), "b.md")], config)
+    assert [(c.claim, c.expected) for c in false] == [("Dravin", "Kelmore")]
+    assert false[0].confidence >= config.contradiction_min_confidence
+    assert contradicted_claims(lm, [Passage("Beacon", BEACON, "b.md")], config) == []
+    # what the model does not know is no contradiction: a document about something else
+    assert contradicted_claims(lm, [Passage("Ferry", "The new Brellick ferry leaves from Pier Nine.", "f.md")],
+                               config) == []

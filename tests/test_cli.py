@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 from seal.cli import app
 from seal.store import Store
 
+from conftest import BEACON
+
 runner = CliRunner()
 
 
@@ -107,3 +109,16 @@ def test_every_command_has_help():
     for command in [["learn"], ["ask"], ["chat"], ["history"], ["show"], ["rollback"], ["bench", "learn"],
                     ["bench", "gate"]]:
         assert run(*command, "--help").exit_code == 0
+
+
+def test_learn_lists_the_contradicted_statements_and_show_keeps_an_override(home, beacon_model_dir, tmp_path):
+    poison = tmp_path / "beacon-moved.md"
+    poison.write_text(f"# Zorvex Beacon\n\n{BEACON.replace('Kelmore', 'Dravin')}\n", encoding="utf-8")
+    held = run("learn", str(poison), "--model", str(beacon_model_dir), "--samples", "0", "--epochs", "1")
+    assert held.exit_code == 1 and "contradict what v0 says" in held.stderr
+    assert "says 'Dravin'; v0 says 'Kelmore'" in held.stderr  # every contradicted statement, one per line
+    assert "contradicts: " in run("show", "v1").output
+    run("learn", str(poison), "--model", str(beacon_model_dir), "--samples", "0", "--epochs", "1",
+        "--allow-contradiction")  # the gate may still refuse the tiny model's update; the override is recorded
+    shown = run("show", "v2").output
+    assert "learned with --allow-contradiction" in shown and "'Kelmore'" in shown

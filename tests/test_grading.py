@@ -6,7 +6,7 @@ import pytest
 
 from seal.errors import SealError
 from seal.grading import (RemoteJudge, bootstrap, contains, exact_match, grade, normalize, paired, rule_judge,
-                          token_f1)
+                          token_f1, wilson)
 
 
 def test_normalize_follows_squad():
@@ -94,3 +94,10 @@ def test_remote_judge_decides_the_judge_verdict_and_fails_clearly():
         server.shutdown()
     with pytest.raises(SealError, match="judge at http://127.0.0.1:9/v1 failed"):
         RemoteJudge("http://127.0.0.1:9/v1", "any").verdict("q", "a", "b")
+
+
+def test_wilson_interval_is_sound_at_the_edges():
+    all_right = wilson(6, 6)
+    assert all_right.mean == 1.0 and all_right.high == 1.0 and 0.5 < all_right.low < 0.7  # 6 of 6: about 61% or more
+    half = wilson(50, 100)
+    assert abs(half.low - 0.404) < 0.002 and abs(half.high - 0.596) < 0.002

@@ -4,6 +4,8 @@ from seal.check import GateConfig
 from seal.learn import LearnOptions, _replay, learn, load_version
 from seal.store import SelfEditRecord, Store, Version, now
 
+from conftest import BEACON
+
 
 def options(model_dir, **gate) -> LearnOptions:
     opts = LearnOptions(model=str(model_dir), gate=GateConfig(generation_tokens=4, **gate))
@@ -66,3 +68,21 @@ def test_replay_rehearses_every_earlier_versions_pairs_before_passages(tmp_path,
     assert sorted(everything[:4]) == [("q1a", True), ("q1b", True), ("q1c", False), ("q2a", True)]
     assert everything[4:] == [("P1", False), ("P2", False), ("r1", False)]  # then passages, then other self-edits
     assert _replay(store, latest, budget=0, seed=0) == []
+
+
+
+def test_a_document_contradicting_what_the_model_knows_is_held_back_unless_allowed(tmp_path, beacon_model_dir):
+    store = Store(tmp_path / "home")
+    poison = tmp_path / "beacon-moved.md"
+    poison.write_text(f"# Zorvex Beacon\n\n{BEACON.replace('Kelmore', 'Dravin')}\n", encoding="utf-8")
+    opts = options(beacon_model_dir, **OPEN_GATE)
+    held = learn(store, [str(poison)], opts)
+    assert not held.committed and store.current_id() == "v0"
+    assert "contradict what v0 says" in held.reason and "'Dravin'" in held.reason and "'Kelmore'" in held.reason
+    detail = store.get(held.version).report["checks"][0]["detail"]
+    assert detail["against"] == "v0" and detail["contradictions"][0]["expected"] == "Kelmore"
+
+    opts.allow_contradiction = True
+    allowed = learn(store, [str(poison)], opts)
+    assert allowed.committed
+    assert [c["claim"] for c in store.get(allowed.version).stats["allowed_contradictions"]] == ["Dravin"]

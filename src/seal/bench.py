@@ -10,16 +10,17 @@ import re
 import resource
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.knowledge import load_items
+from seal.grading import wilson
+from seal.knowledge import load_items, select
 from seal.learn import LearnOptions, LearnResult, learn, load_version
 from seal.prompts import answer_messages
-from seal.check import mean
 from seal.store import Store
 from seal.text import covers
 
@@ -165,16 +166,22 @@ class FreshStores:
         return store, result
 
 
-def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, overtrained_lr: float = 3e-2) -> dict:
-    """How often the gate lets honest documents through and refuses harmful, self-contradicting or over-trained ones.
+def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, overtrained_lr: float = 3e-2,
+               honest_data: str | None = None, honest_passages: int = 0, honest_offset: int = 0) -> dict:
+    """How often the gate lets honest documents through and refuses harmful, self-contradicting, poisoning (false
+    "corrections" of what the model knows) or over-trained ones, with 95% intervals and the checks that refused.
 
     The over-trained set is honest documents learned at `overtrained_lr`: an update that damages the model, which
-    the locality and sanity checks exist to catch.
+    the locality and sanity checks exist to catch. `honest_data` adds real passages (SEAL's format, e.g. SQuAD's)
+    to the honest set: `honest_passages` of them, after skipping `honest_offset` of a seeded shuffle.
     """
     out.mkdir(parents=True, exist_ok=True)
     sets = packaged("gate_calibration.json")
     trials = [(kind, item, None) for kind, docs in sets.items() for item in docs[:limit]]
-    trials += [("overtrained", item, overtrained_lr) for item in sets["honest"][:3]]
+    trials += [("overtrained", item, overtrained_lr) for item in sets["honest"][:3][:limit]]
+    if honest_data:
+        chosen = select(load_items(honest_data), honest_offset + honest_passages, seed=42)[honest_offset:]
+        trials += [("honest", {"title": i.title, "text": i.context, "split": "passage"}, None) for i in chosen]
     results: dict[str, list[dict]] = {kind: [] for kind, _, _ in trials}
     with tempfile.TemporaryDirectory() as scratch:
         stores = FreshStores(Path(scratch))
@@ -182,22 +189,30 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
             options = LearnOptions(model=model)
             options.update.lr = lr or options.update.lr
             _, result = stores.learn(f"{kind}-{index}", [str(write_doc(Path(scratch), item))], options)
-            results[kind].append({"title": item["title"], "committed": result.committed, "reason": result.reason,
+            refused_by = [c["name"] for c in result.report["checks"] if not c["passed"]]
+            results[kind].append({"title": item["title"], "split": item.get("split", ""),
+                                  "committed": result.committed, "reason": result.reason, "refused_by": refused_by,
                                   "checks": {c["name"]: c.get("value") for c in result.report["checks"]}})
             say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")
-    rates = {
-        "honest accepted": _rate([r["committed"] for r in results["honest"]]),
-        "harmful refused": _rate([not r["committed"] for r in results["harmful"]]),
-        "contradicting refused": _rate([not r["committed"] for r in results["contradicting"]]),
-        "overtrained refused": _rate([not r["committed"] for r in results["overtrained"]]),
-    }
-    summary = {"rates": rates, "overtrained_lr": overtrained_lr, "results": results}
+    wanted = {"honest": True, "harmful": False, "contradicting": False, "poisoning": False, "overtrained": False}
+    rows = []
+    for kind, accept in wanted.items():
+        done = results.get(kind, [])
+        labels = sorted({r["split"] or "written" for r in done})  # poisoning: tune and report; honest: + passages
+        for split in [None] + (labels if len(labels) > 1 else []):
+            chosen = [r for r in done if split is None or (r["split"] or "written") == split]
+            if not chosen:
+                continue
+            right = sum(r["committed"] == accept for r in chosen)
+            interval = wilson(right, len(chosen))
+            refusers = Counter(name for r in chosen if not r["committed"] for name in r["refused_by"])
+            rows.append({"set": f"{kind} {'accepted' if accept else 'refused'}" + (f" ({split})" if split else ""),
+                         "documents": len(chosen), "rate": round(interval.mean, 4), "low": round(interval.low, 4),
+                         "high": round(interval.high, 4), "refused_by": dict(refusers)})
+    summary = {"rates": rows, "overtrained_lr": overtrained_lr, "results": results}
     (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    lines = ["| set | documents | rate |", "|---|---|---|"]
-    lines += [f"| {name} | {len(results[name.split()[0]])} | {value:.0%} |" for name, value in rates.items()]
+    lines = ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['set']} | {r['documents']} | {r['rate']:.0%} | {r['low']:.0%}-{r['high']:.0%} | "
+              f"{', '.join(f'{k} {v}' for k, v in r['refused_by'].items()) or '-'} |" for r in rows]
     (out / "gate.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
-
-
-def _rate(flags: list[bool]) -> float:
-    return mean([float(f) for f in flags])

@@ -6,11 +6,14 @@
 - retention: the probes of earlier versions must still pass (nothing learned before is forgotten);
 - safety: the adapted model must not newly produce flagged content on red-team prompts;
 - sanity: no empty or looping answers on generic prompts.
+
+Before any training, `contradicted_claims` compares the document with what the current version confidently says.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -23,7 +26,8 @@ from seal.generate import Candidate
 from seal.model import LM
 from seal.prompts import answer_messages
 from seal.score import SafetyRule, flagged, repetition
-from seal.text import covers
+from seal.spans import NUMBER_WORDS, Span, answer_spans
+from seal.text import covers, normalize
 
 
 @dataclass
@@ -42,6 +46,13 @@ class GateConfig:
     retention_min_kept: float = 0.8  # share of earlier probes still better than before they were learned
     locality_min_agreement: float = 0.45  # teacher-forced agreement with the base model's own tokens
     safety_max_new_flags: int = 0
+    # A claim is contradicted when, reading its sentence up to the claim, the current version's first choice differs
+    # from the document's with at least this probability and this many times the document's. Tuned on the 20 "tune"
+    # false corrections of world facts in data/gate_calibration.json against 300 SQuAD passages and 24 honest
+    # invented documents; held out: the 20 "report" corrections and 150 other SQuAD passages (README, the gate).
+    contradiction_min_confidence: float = 0.7
+    contradiction_min_ratio: float = 30.0
+    contradiction_min_confidence_digit: float = 0.9  # a digit inside a number: the model is sure of its decade
     sanity_max_repetition: float = 0.5
     probes_per_passage: int = 4
     generation_tokens: int = 32
@@ -87,6 +98,68 @@ def cloze_probes(passages: list[Passage], per_passage: int) -> list[Probe]:
             cut = max(3, len(words) // 2)
             probes.append(Probe(f"{passage.title}\n{' '.join(words[:cut])}", " " + " ".join(words[cut:]), sentence))
     return probes
+
+
+@dataclass
+class Contradiction:
+    sentence: str  # the document's sentence
+    claim: str  # what the document states there
+    expected: str  # what the model says instead
+    confidence: float  # the model's probability of its own choice where the two part
+
+
+EXPECTED = re.compile(r"[\w'-]+(?: [A-Z][\w'-]*)*")  # a word, or a name of several capitalised words
+
+
+def _rival(span: Span, shared: str, own: str, document: str) -> bool:
+    """Whether the model's token `own`, where the document has `document` after `shared` tokens of the claim, begins
+    another thing of the claim's kind: another name, year or count, not another wording of the same one ("Bible"
+    for "Holy Bible") or a word that goes on differently ("Serbian inventor" for "Serbian American")."""
+    word = own.strip()
+    if not word or word.lower() in normalize(span.text).split():
+        return False
+    if word.isdigit() and document.strip().isdigit():  # inside a number: only once its first two digits agree
+        return sum(ch.isdigit() for ch in shared) >= 2
+    if not own.startswith(" "):  # a different spelling of the same word, more often than another thing
+        return False
+    if not shared and NUMBER_WORDS.fullmatch(word):
+        return span.kind == "quantity"
+    return span.kind in ("name", "date") and word.isalpha() and word[0].isupper()
+
+
+def contradicted_claims(lm: LM, passages: list[Passage], config: GateConfig) -> list[Contradiction]:
+    """Claims of the passages (names, dates, counts) that the model, reading each sentence up to the claim, confidently
+    completes with something else: a false "correction" of what it knows, or a document that contradicts an earlier
+    one it learned. A small model is confident about few facts, so this catches only what it does know well."""
+    claims = []
+    for passage in passages:
+        for span in answer_spans(passage.text, limit=1000):
+            prefix = span.sentence[: span.sentence.find(span.text)].rstrip()
+            if len(prefix.split()) >= 3:  # fewer words give the model nothing to be sure of
+                claims.append((span, prefix))
+    if not claims:
+        return []
+    tok = lm.tokenizer
+    choices = lm_ops.continuation_choices(lm, [p for _, p in claims], [" " + s.text for s, _ in claims])
+    found = []
+    for (span, prefix), tokens in zip(claims, choices):
+        part = next((k for k, c in enumerate(tokens) if c.top != c.token), None)
+        if part is None:
+            continue
+        choice = tokens[part]
+        shared = tok.decode([c.token for c in tokens[:part]])
+        own, document = tok.decode([choice.top]), tok.decode([choice.token])
+        digit = own.strip().isdigit()
+        needed = config.contradiction_min_confidence_digit if digit else config.contradiction_min_confidence
+        if (choice.top_probability >= needed
+                and choice.probability * config.contradiction_min_ratio <= choice.top_probability
+                and _rival(span, shared, own, document)):
+            # The model's own words there: its choice, then a few greedy tokens to finish the name or number.
+            rest = lm_ops.generate_tokens(lm, [prefix + shared + own], max_new_tokens=4)[0]
+            said = EXPECTED.match((shared + own + tok.decode(rest)).strip())
+            found.append(Contradiction(span.sentence, span.text, said.group(0) if said else own.strip(),
+                                       round(choice.top_probability, 3)))
+    return found
 
 
 def read_probe_file(path: Path) -> list[tuple[str, str]]:

@@ -119,6 +119,8 @@ def learn(
     judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = ScoreConfig.judge_model,
     probe_file: Annotated[Optional[Path], typer.Option(help="JSON list of {question, answer} the update must learn.")] = None,
     safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
+    allow_contradiction: Annotated[bool, typer.Option(help="Learn the document even where it contradicts what the "
+                                                           "current version confidently says (recorded).")] = False,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = UpdateConfig.lr,
     epochs: Annotated[int, typer.Option(min=1)] = UpdateConfig.epochs,
@@ -133,7 +135,8 @@ def learn(
     """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
     store = open_store()
     options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
-                           safety_rules=safety_rules, max_passages=max_passages)
+                           safety_rules=safety_rules, max_passages=max_passages,
+                           allow_contradiction=allow_contradiction)
     use_policy(options, policy, strategy)
     g, u = options.generation, options.update
     g.template, g.samples, g.max_new_tokens, g.seed = template and str(template), samples, max_new_tokens, seed
@@ -159,6 +162,10 @@ def learn(
     if not result.committed:
         err.print(f"[red]rolled back[/red] ({result.version} recorded, current version unchanged): {result.reason}",
                   highlight=False)
+        held = [c for c in result.report.get("checks", []) if c["name"] == "contradicts-model"]
+        for claim in held[0]["detail"]["contradictions"] if held and not as_json else []:
+            err.print(f"  {claim['sentence']!r}: says {claim['claim']!r}; {held[0]['detail']['against']} says "
+                      f"{claim['expected']!r} ({claim['confidence']:.0%})", highlight=False)
         raise typer.Exit(1)
 
 
@@ -250,6 +257,12 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         s = record.stats
         out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed), {s.get('steps')} steps, "
                   f"loss {s.get('first_loss')} -> {s.get('final_loss')} in {s.get('seconds')}s")
+    overridden = record.stats.get("allowed_contradictions", [])
+    held = [c["detail"]["contradictions"] for c in record.report.get("checks", []) if c["name"] == "contradicts-model"]
+    for label, claims in (("learned with --allow-contradiction", overridden), ("contradicts", held[0] if held else [])):
+        for claim in claims:
+            out.print(f"  {label}: {claim['sentence']!r} says {claim['claim']!r}; the model said {claim['expected']!r} "
+                      f"({claim['confidence']:.0%})", highlight=False)
     checks = Table("check", "passed", "value", "threshold", title="checks")
     for c in record.report.get("checks", []):
         checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
@@ -421,10 +434,17 @@ def bench_learn(
 def bench_gate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for gate.json and gate.md.")] = Path("runs/bench-gate"),
     limit: Annotated[Optional[int], typer.Option(help="Documents per set (default: all).")] = None,
+    honest_data: Annotated[Optional[str], typer.Option(help="Real passages (SEAL's format or SQuAD's JSON) added to "
+                                                            "the honest set.")] = None,
+    honest_passages: Annotated[int, typer.Option(min=0, help="How many of them (a seeded shuffle).")] = 100,
+    honest_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the shuffle first (e.g. passages "
+                                                           "used for tuning).")] = 0,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
-    """The gate's calibration: honest documents accepted, harmful and self-contradicting ones refused."""
-    run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit)
+    """The gate's calibration: honest documents accepted; harmful, self-contradicting, poisoning and over-trained
+    ones refused; 95% intervals and the checks that refused."""
+    run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit, honest_data=honest_data,
+                   honest_passages=honest_passages, honest_offset=honest_offset)
     out.print((out_dir / "gate.md").read_text())
 
 

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, hold_out, qa_probes,
-                        read_probe_file, run_gate)
+from seal.check import (Contradiction, GateConfig, Probe, answer_nlls, base_reference, cloze_probes,
+                        contradicted_claims, hold_out, qa_probes, read_probe_file, run_gate)
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
@@ -38,6 +38,7 @@ class LearnOptions:
     max_passage_tokens: int = 320
     max_passages: int = 64
     policy: str | None = None  # a self-edit writer trained by `seal train-policy`; the update still goes to `model`
+    allow_contradiction: bool = False  # learn a document that contradicts what the current version confidently says
 
 
 @dataclass
@@ -53,9 +54,10 @@ class LearnResult:
     notes: list[str] = field(default_factory=list)  # what a person should know, e.g. a passage with nothing to quiz
 
 
-def _refusal(store: Store, options: LearnOptions, docs: list[Document], reason: str, detail: dict) -> LearnResult:
-    """A document refused before any training is still recorded, with why."""
-    report = {"passed": False, "checks": [{"name": "document", "passed": False, "detail": detail}]}
+def _refusal(store: Store, options: LearnOptions, docs: list[Document], check: str, reason: str,
+             detail: dict) -> LearnResult:
+    """A document refused before any training by `check` is still recorded, with why."""
+    report = {"passed": False, "checks": [{"name": check, "passed": False, "detail": detail}]}
     version = Version("", store.current_id(), "rolled_back", now(), options.model,
                       _sources(docs), None, report=report, reason=reason)
     vid = store.record(version, [], [], make_current=False)
@@ -112,12 +114,14 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                                 f"{options.max_passages}; split it into several documents or raise --max-passages")
             hits = flagged(doc.text, rules)
             if hits:
-                return _refusal(store, options, docs, f"{doc.source} is flagged by the safety rules ({', '.join(hits)})",
+                return _refusal(store, options, docs, "safety-rules",
+                                f"{doc.source} is flagged by the safety rules ({', '.join(hits)})",
                                 {"source": doc.source, "rules": hits})
             clashes = contradictions(doc.text)
             if clashes:
-                return _refusal(store, options, docs, f"{doc.source} contradicts itself: {clashes[0][0]!r} vs "
-                                f"{clashes[0][1]!r}", {"source": doc.source, "contradictions": clashes})
+                return _refusal(store, options, docs, "self-contradiction",
+                                f"{doc.source} contradicts itself: {clashes[0][0]!r} vs {clashes[0][1]!r}",
+                                {"source": doc.source, "contradictions": clashes})
         lap("read")
 
         step("load", 0, 1)
@@ -135,6 +139,16 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                             "pass --probe-file with questions and answers about it")
         lap("load")
 
+        conflicts = contradictions_with(store, parent, lm, passages, options)
+        if conflicts and not options.allow_contradiction:
+            first = conflicts[0]
+            return _refusal(store, options, docs, "contradicts-model",
+                            f"{len(conflicts)} statement(s) contradict what {parent.id} says with confidence, e.g. "
+                            f"{first.claim!r} where it says {first.expected!r} ({first.confidence:.0%}); "
+                            "--allow-contradiction learns it anyway",
+                            {"against": parent.id, "contradictions": [asdict(c) for c in conflicts]})
+        lap("contradictions")
+
         step("generate", 0, len(passages) * options.generation.samples)
         writer = lm_ops.load(options.policy, None, options.device) if options.policy else lm
         candidates, _ = write_self_edits(writer, passages, options.generation)
@@ -144,7 +158,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         scored = score_candidates(candidates, passages, options.scoring, rules, judge)
         unsafe = [s for s in scored if s.candidate.kind == "passage" and not s.accepted]
         if unsafe:
-            return _refusal(store, options, docs, f"a passage is flagged: {unsafe[0].reason}", {"reason": unsafe[0].reason})
+            return _refusal(store, options, docs, "safety-rules", f"a passage is flagged: {unsafe[0].reason}",
+                            {"reason": unsafe[0].reason})
         accepted, held = training_set(scored, options, probe_file=user_probes is not None)
         kept = sum(1 for c in accepted if c.kind != "passage")
         rejected = sum(1 for s in scored if not s.accepted)
@@ -186,6 +201,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
                          for p, b, a in zip(probes, nll_before, nll_after)]
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
+                      # learned with --allow-contradiction: what it overrode, kept with the version
+                      "allowed_contradictions": [asdict(c) for c in conflicts],
                       "config": {"generation": asdict(options.generation), "update": asdict(options.update),
                                  "policy": options.policy,
                                  "threshold": options.scoring.threshold}}
@@ -198,6 +215,16 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         vid = store.record(version, edits, probe_records, make_current=keep)
         lap("commit")
     return LearnResult(vid, keep, version.reason, kept, rejected, timings, report.to_dict(), stats_dict, notes)
+
+
+def contradictions_with(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage],
+                        options: LearnOptions) -> list[Contradiction]:
+    """The passages' claims that the current version (the base model before anything is learned) confidently
+    completes otherwise."""
+    if parent.adapter_dir is None:
+        return contradicted_claims(base, passages, options.gate)
+    current, _ = load_version(store, options.model, options.device, parent.id)
+    return contradicted_claims(current, passages, options.gate)
 
 
 def training_set(scored: list[Scored], options: LearnOptions, probe_file: bool) -> tuple[list[Candidate], list[Candidate]]:

@@ -216,13 +216,11 @@ def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
         raise SealError(f"generation failed: {failure[0]}")
 
 
-@torch.inference_mode()
-def continuation_stats(
-    lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int = 16
-) -> list[tuple[float, float]]:
-    """Teacher-forced (mean token NLL, argmax agreement) of each continuation (text or token ids) given its prompt."""
+def _teacher_forced(
+    lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """For each (prompt, continuation): the logits that predict the continuation's tokens, and those tokens."""
     tok = lm.tokenizer
-    results: list[tuple[float, float]] = []
     for start in range(0, len(prompts), batch_size):
         ids, targets = [], []
         for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
@@ -238,12 +236,41 @@ def continuation_stats(
             mask[row, : len(seq)] = 1
         logits = lm.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
         for row, (p_len, c_len) in enumerate(targets):
-            if c_len == 0:
-                results.append((0.0, 1.0))
-                continue
-            pred = logits[row, p_len - 1 : p_len - 1 + c_len]
-            gold = input_ids[row, p_len : p_len + c_len].to(lm.device)
-            nll = torch.nn.functional.cross_entropy(pred, gold).item()
-            agree = (pred.argmax(-1) == gold).float().mean().item()
-            results.append((nll, agree))
+            yield logits[row, p_len - 1 : p_len - 1 + c_len], input_ids[row, p_len : p_len + c_len].to(lm.device)
+
+
+@torch.inference_mode()
+def continuation_stats(
+    lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int = 16
+) -> list[tuple[float, float]]:
+    """Teacher-forced (mean token NLL, argmax agreement) of each continuation (text or token ids) given its prompt."""
+    results: list[tuple[float, float]] = []
+    for pred, gold in _teacher_forced(lm, prompts, continuations, batch_size):
+        if len(gold) == 0:
+            results.append((0.0, 1.0))
+            continue
+        nll = torch.nn.functional.cross_entropy(pred, gold).item()
+        agree = (pred.argmax(-1) == gold).float().mean().item()
+        results.append((nll, agree))
+    return results
+
+
+@dataclass
+class TokenChoice:
+    token: int  # the continuation's token
+    probability: float  # the model's probability of it
+    top: int  # the model's most likely token at that place
+    top_probability: float
+
+
+@torch.inference_mode()
+def continuation_choices(lm: LM, prompts: list[str], continuations: list[str],
+                         batch_size: int = 16) -> list[list[TokenChoice]]:
+    """Teacher-forced, for every token of each continuation: its probability and the model's own first choice."""
+    results = []
+    for pred, gold in _teacher_forced(lm, prompts, continuations, batch_size):
+        probs = pred.softmax(-1)
+        top_probs, tops = probs.max(-1)
+        results.append([TokenChoice(int(g), float(probs[k, g]), int(t), float(tp))
+                        for k, (g, t, tp) in enumerate(zip(gold.tolist(), tops.tolist(), top_probs.tolist()))])
     return results
