@@ -50,3 +50,14 @@ def test_bench_gate_reports_rates_with_intervals_and_the_checks_that_refused(tmp
     assert 0.0 < harmful["low"] < 1.0 and harmful["high"] == 1.0  # one document proves little
     assert rows["contradicting refused"]["refused_by"] == {"self-contradiction": 1}
     assert "| poisoning refused |" in (tmp_path / "out" / "gate.md").read_text()
+
+
+
+def test_bench_gate_before_training_screens_every_document_without_training(tmp_path, beacon_model_dir, monkeypatch):
+    monkeypatch.setenv("SEAL_HOME", str(tmp_path / "home"))
+    summary = bench_gate(tmp_path / "out", str(beacon_model_dir), lambda line: None, before_training=True)
+    rows = {row["set"]: row for row in summary["rates"]}
+    assert "overtrained refused" not in rows and rows["harmful refused"]["rate"] == 1.0
+    assert rows["poisoning refused"]["documents"] == 40  # every document, in seconds
+    assert all("checks" not in r for kind in summary["results"].values() for r in kind)  # nothing was trained
+    assert (tmp_path / "out" / "gate.md").read_text().startswith("Only the checks before training")

@@ -17,10 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.check import GateConfig, contradicted_claims
+from seal.documents import Document, read_documents
 from seal.grading import wilson
 from seal.knowledge import load_items, select
-from seal.learn import LearnOptions, LearnResult, learn, load_version
+from seal.learn import LearnOptions, LearnResult, learn, load_version, passages_of, screen
 from seal.prompts import answer_messages
+from seal.score import SafetyRule, load_safety_rules
 from seal.store import Store
 from seal.text import covers
 
@@ -151,6 +154,18 @@ def _options(model: str, condition: Condition, strategies: list[str]) -> LearnOp
     return options
 
 
+def _screened(base: lm_ops.LM, rules: list[SafetyRule], doc: Document) -> dict:
+    """What `seal learn` decides about a document before training, in a fresh store (the base model is current)."""
+    refused = screen(doc, rules)
+    if refused is None:
+        conflicts = contradicted_claims(base, passages_of(base, [doc], LearnOptions()), GateConfig())
+        if conflicts:
+            refused = ("contradicts-model", f"{conflicts[0].claim!r} where the model says {conflicts[0].expected!r}",
+                       {})
+    return {"committed": refused is None, "reason": refused[1] if refused else "",
+            "refused_by": [refused[0]] if refused else []}
+
+
 class FreshStores:
     """A new store per trial, sharing the base model's battery answers so they are computed only once."""
 
@@ -167,13 +182,16 @@ class FreshStores:
 
 
 def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, overtrained_lr: float = 3e-2,
-               honest_data: str | None = None, honest_passages: int = 0, honest_offset: int = 0) -> dict:
+               honest_data: str | None = None, honest_passages: int = 0, honest_offset: int = 0,
+               before_training: bool = False) -> dict:
     """How often the gate lets honest documents through and refuses harmful, self-contradicting, poisoning (false
     "corrections" of what the model knows) or over-trained ones, with 95% intervals and the checks that refused.
 
     The over-trained set is honest documents learned at `overtrained_lr`: an update that damages the model, which
     the locality and sanity checks exist to catch. `honest_data` adds real passages (SEAL's format, e.g. SQuAD's)
     to the honest set: `honest_passages` of them, after skipping `honest_offset` of a seeded shuffle.
+    `before_training` runs only the checks a document meets before any training, with the base model: seconds per
+    document instead of a minute, for calibrating them on many documents.
     """
     out.mkdir(parents=True, exist_ok=True)
     sets = packaged("gate_calibration.json")
@@ -182,18 +200,26 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
     if honest_data:
         chosen = select(load_items(honest_data), honest_offset + honest_passages, seed=42)[honest_offset:]
         trials += [("honest", {"title": i.title, "text": i.context, "split": "passage"}, None) for i in chosen]
+    if before_training:  # an over-trained update needs training to exist
+        trials = [t for t in trials if t[0] != "overtrained"]
     results: dict[str, list[dict]] = {kind: [] for kind, _, _ in trials}
     with tempfile.TemporaryDirectory() as scratch:
         stores = FreshStores(Path(scratch))
+        base = lm_ops.load(model) if before_training else None
+        rules = load_safety_rules()
         for index, (kind, item, lr) in enumerate(trials):
-            options = LearnOptions(model=model)
-            options.update.lr = lr or options.update.lr
-            _, result = stores.learn(f"{kind}-{index}", [str(write_doc(Path(scratch), item))], options)
-            refused_by = [c["name"] for c in result.report["checks"] if not c["passed"]]
-            results[kind].append({"title": item["title"], "split": item.get("split", ""),
-                                  "committed": result.committed, "reason": result.reason, "refused_by": refused_by,
-                                  "checks": {c["name"]: c.get("value") for c in result.report["checks"]}})
-            say(f"{kind}: {item['title']}: {'accepted' if result.committed else 'refused: ' + result.reason}")
+            path = write_doc(Path(scratch), item)
+            if base is not None:
+                record = _screened(base, rules, read_documents([str(path)])[0])
+            else:
+                options = LearnOptions(model=model)
+                options.update.lr = lr or options.update.lr
+                _, result = stores.learn(f"{kind}-{index}", [str(path)], options)
+                record = {"committed": result.committed, "reason": result.reason,
+                          "refused_by": [c["name"] for c in result.report["checks"] if not c["passed"]],
+                          "checks": {c["name"]: c.get("value") for c in result.report["checks"]}}
+            results[kind].append({"title": item["title"], "split": item.get("split", ""), **record})
+            say(f"{kind}: {item['title']}: {'accepted' if record['committed'] else 'refused: ' + record['reason']}")
     wanted = {"honest": True, "harmful": False, "contradicting": False, "poisoning": False, "overtrained": False}
     rows = []
     for kind, accept in wanted.items():
@@ -209,9 +235,10 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
             rows.append({"set": f"{kind} {'accepted' if accept else 'refused'}" + (f" ({split})" if split else ""),
                          "documents": len(chosen), "rate": round(interval.mean, 4), "low": round(interval.low, 4),
                          "high": round(interval.high, 4), "refused_by": dict(refusers)})
-    summary = {"rates": rows, "overtrained_lr": overtrained_lr, "results": results}
+    summary = {"rates": rows, "before_training": before_training, "overtrained_lr": overtrained_lr, "results": results}
     (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    lines = ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
+    lines = ["Only the checks before training (safety rules, self-contradiction, contradicts-model).", ""]
+    lines = (lines if before_training else []) + ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
     lines += [f"| {r['set']} | {r['documents']} | {r['rate']:.0%} | {r['low']:.0%}-{r['high']:.0%} | "
               f"{', '.join(f'{k} {v}' for k, v in r['refused_by'].items()) or '-'} |" for r in rows]
     (out / "gate.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

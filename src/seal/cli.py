@@ -439,12 +439,14 @@ def bench_gate(
     honest_passages: Annotated[int, typer.Option(min=0, help="How many of them (a seeded shuffle).")] = 100,
     honest_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the shuffle first (e.g. passages "
                                                            "used for tuning).")] = 0,
+    before_training: Annotated[bool, typer.Option(help="Only the checks before training (seconds per document): "
+                                                       "calibrate them on many documents.")] = False,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
     """The gate's calibration: honest documents accepted; harmful, self-contradicting, poisoning and over-trained
     ones refused; 95% intervals and the checks that refused."""
     run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit, honest_data=honest_data,
-                   honest_passages=honest_passages, honest_offset=honest_offset)
+                   honest_passages=honest_passages, honest_offset=honest_offset, before_training=before_training)
     out.print((out_dir / "gate.md").read_text())
 
 

@@ -16,8 +16,8 @@ from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
 from seal.prompts import answer_messages
-from seal.score import (ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules, score_candidates,
-                        within_budget)
+from seal.score import (SafetyRule, ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules,
+                        score_candidates, within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
 from seal.update import (QA_KINDS, REPLY_ONLY_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, sequence_text,
                          train)
@@ -68,6 +68,28 @@ def _sources(docs: list[Document]) -> list[dict]:
     return [{"source": d.source, "title": d.title, "sha256": d.sha256} for d in docs]
 
 
+Refusal = tuple[str, str, dict]  # the check that refused, the reason, its detail
+
+
+def screen(doc: Document, rules: list[SafetyRule]) -> Refusal | None:
+    """The checks a document meets before the model is even loaded: the safety rules, and no self-contradiction."""
+    hits = flagged(doc.text, rules)
+    if hits:
+        return ("safety-rules", f"{doc.source} is flagged by the safety rules ({', '.join(hits)})",
+                {"source": doc.source, "rules": hits})
+    clashes = contradictions(doc.text)
+    if clashes:
+        return ("self-contradiction", f"{doc.source} contradicts itself: {clashes[0][0]!r} vs {clashes[0][1]!r}",
+                {"source": doc.source, "contradictions": clashes})
+    return None
+
+
+def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> list[Passage]:
+    """The documents cut into passages that fit the model's context (`--max-passages` of them at most)."""
+    count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    return [p for d in docs for p in split_passages(d, count, options.max_passage_tokens, options.max_passages)]
+
+
 def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[Sequence]:
     """Earlier versions' training texts to rehearse: their question-answer pairs first, taken in turns from every
     earlier version (a pair is what makes a fact answerable, and each version keeps a share), then their passages,
@@ -112,16 +134,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             if len(doc.text) > options.max_passages * options.max_passage_tokens * 8:  # ~4 characters a token
                 raise SealError(f"{doc.source} is too long ({len(doc.text)} characters) for --max-passages "
                                 f"{options.max_passages}; split it into several documents or raise --max-passages")
-            hits = flagged(doc.text, rules)
-            if hits:
-                return _refusal(store, options, docs, "safety-rules",
-                                f"{doc.source} is flagged by the safety rules ({', '.join(hits)})",
-                                {"source": doc.source, "rules": hits})
-            clashes = contradictions(doc.text)
-            if clashes:
-                return _refusal(store, options, docs, "self-contradiction",
-                                f"{doc.source} contradicts itself: {clashes[0][0]!r} vs {clashes[0][1]!r}",
-                                {"source": doc.source, "contradictions": clashes})
+            refused = screen(doc, rules)
+            if refused:
+                return _refusal(store, options, docs, *refused)
         lap("read")
 
         step("load", 0, 1)
@@ -130,9 +145,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         # The base weights, not the current version's: the new adapter is trained afresh and the replay brings
         # the lineage's material (update.py says why).
         lm = lm_ops.load(options.model, None, options.device)
-        count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-        passages: list[Passage] = [p for d in docs for p in split_passages(d, count, options.max_passage_tokens,
-                                                                             options.max_passages)]
+        passages = passages_of(lm, docs, options)
         cloze = [cloze_probes([passage], options.gate.probes_per_passage) for passage in passages]
         if user_probes is None and not any(cloze):
             raise SealError("the document has no sentence of six or more words to check the update with; "
