@@ -52,7 +52,6 @@ def test_bench_gate_reports_rates_with_intervals_and_the_checks_that_refused(tmp
     assert "| poisoning refused |" in (tmp_path / "out" / "gate.md").read_text()
 
 
-
 def test_bench_gate_before_training_screens_every_document_without_training(tmp_path, beacon_model_dir, monkeypatch):
     monkeypatch.setenv("SEAL_HOME", str(tmp_path / "home"))
     summary = bench_gate(tmp_path / "out", str(beacon_model_dir), lambda line: None, before_training=True)

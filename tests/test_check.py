@@ -65,7 +65,6 @@ def test_base_model_agrees_with_itself(tiny_model_dir):
     assert locality.value == 1.0
 
 
-
 def test_a_claim_the_model_confidently_completes_otherwise_is_a_contradiction(beacon_model_dir):
     lm = lm_ops.load(str(beacon_model_dir))  # it knows where the beacon stands
     config = GateConfig()

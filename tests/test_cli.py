@@ -121,4 +121,4 @@ def test_learn_lists_the_contradicted_statements_and_show_keeps_an_override(home
     run("learn", str(poison), "--model", str(beacon_model_dir), "--samples", "0", "--epochs", "1",
         "--allow-contradiction")  # the gate may still refuse the tiny model's update; the override is recorded
     shown = run("show", "v2").output
-    assert "learned with --allow-contradiction" in shown and "'Kelmore'" in shown
+    assert "contradiction overridden" in shown and "v0 said 'Kelmore'" in shown

@@ -70,7 +70,6 @@ def test_replay_rehearses_every_earlier_versions_pairs_before_passages(tmp_path,
     assert _replay(store, latest, budget=0, seed=0) == []
 
 
-
 def test_a_document_contradicting_what_the_model_knows_is_held_back_unless_allowed(tmp_path, beacon_model_dir):
     store = Store(tmp_path / "home")
     poison = tmp_path / "beacon-moved.md"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,14 @@ def test_training_passages_are_disjoint_from_the_evaluation_prefix():
     with pytest.raises(SealError, match="has 3 passages; keeping 2 for evaluation leaves 1"):
         training_items(items, PolicyConfig(data=str(DATA), passages=2, eval_passages=2))
 
+
+
+def test_a_run_written_by_another_seal_is_refused_with_one_clear_error():
+    saved = json.loads(json.dumps(asdict(PolicyConfig(data=str(DATA)))))
+    assert PolicyConfig.from_dict(saved) == PolicyConfig(data=str(DATA))
+    saved["update"]["answer_loss_only"] = True  # a setting an earlier seal had
+    with pytest.raises(SealError, match="another version of seal and cannot be resumed"):
+        PolicyConfig.from_dict(saved)
 
 def test_sft_dataset_pairs_each_kept_completion_with_its_sampling_prompt(tiny_model_dir):
     writer = lm_ops.load(str(tiny_model_dir), None, "cpu")

@@ -19,6 +19,7 @@ from pathlib import Path
 from seal import model as lm_ops
 from seal.check import GateConfig, contradicted_claims
 from seal.documents import Document, read_documents
+from seal.errors import SealError
 from seal.grading import wilson
 from seal.knowledge import load_items, select
 from seal.learn import LearnOptions, LearnResult, learn, load_version, passages_of, screen
@@ -197,6 +198,8 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
     sets = packaged("gate_calibration.json")
     trials = [(kind, item, None) for kind, docs in sets.items() for item in docs[:limit]]
     trials += [("overtrained", item, overtrained_lr) for item in sets["honest"][:3][:limit]]
+    if honest_data and honest_passages < 1:
+        raise SealError("honest passages from a data file: ask for at least one")
     if honest_data:
         chosen = select(load_items(honest_data), honest_offset + honest_passages, seed=42)[honest_offset:]
         trials += [("honest", {"title": i.title, "text": i.context, "split": "passage"}, None) for i in chosen]
@@ -235,10 +238,12 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
             rows.append({"set": f"{kind} {'accepted' if accept else 'refused'}" + (f" ({split})" if split else ""),
                          "documents": len(chosen), "rate": round(interval.mean, 4), "low": round(interval.low, 4),
                          "high": round(interval.high, 4), "refused_by": dict(refusers)})
-    summary = {"rates": rows, "before_training": before_training, "overtrained_lr": overtrained_lr, "results": results}
+    summary = {"rates": rows, "before_training": before_training, "overtrained_lr": overtrained_lr,
+               "results": results}
     (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     lines = ["Only the checks before training (safety rules, self-contradiction, contradicts-model).", ""]
-    lines = (lines if before_training else []) + ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
+    lines = lines if before_training else []
+    lines += ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
     lines += [f"| {r['set']} | {r['documents']} | {r['rate']:.0%} | {r['low']:.0%}-{r['high']:.0%} | "
               f"{', '.join(f'{k} {v}' for k, v in r['refused_by'].items()) or '-'} |" for r in rows]
     (out / "gate.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -128,15 +128,18 @@ def _rival(span: Span, shared: str, own: str, document: str) -> bool:
 
 
 def contradicted_claims(lm: LM, passages: list[Passage], config: GateConfig) -> list[Contradiction]:
-    """Claims of the passages (names, dates, counts) that the model, reading each sentence up to the claim, confidently
-    completes with something else: a false "correction" of what it knows, or a document that contradicts an earlier
-    one it learned. A small model is confident about few facts, so this catches only what it does know well."""
+    """Claims of the passages (names, dates, counts) that the model, reading each sentence up to the claim,
+    confidently completes with something else: a false "correction" of what it knows, or a document that contradicts
+    an earlier one it learned. A small model is sure of few facts, so this catches only what it does know well."""
     claims = []
     for passage in passages:
         for span in answer_spans(passage.text, limit=1000):
-            prefix = span.sentence[: span.sentence.find(span.text)].rstrip()
-            if len(prefix.split()) >= 3:  # fewer words give the model nothing to be sure of
-                claims.append((span, prefix))
+            mention = re.compile(rf"(?<!\w){re.escape(span.text)}(?!\w)")
+            for sentence in sentences(passage.text):  # every mention: the first may open its sentence
+                for found in mention.finditer(sentence):
+                    prefix = sentence[: found.start()].rstrip()
+                    if len(prefix.split()) >= 3:  # fewer words give the model nothing to be sure of
+                        claims.append((Span(span.text, sentence, span.kind), prefix))
     if not claims:
         return []
     tok = lm.tokenizer

@@ -257,12 +257,12 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         s = record.stats
         out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed), {s.get('steps')} steps, "
                   f"loss {s.get('first_loss')} -> {s.get('final_loss')} in {s.get('seconds')}s")
-    overridden = record.stats.get("allowed_contradictions", [])
-    held = [c["detail"]["contradictions"] for c in record.report.get("checks", []) if c["name"] == "contradicts-model"]
-    for label, claims in (("learned with --allow-contradiction", overridden), ("contradicts", held[0] if held else [])):
+    held = [c["detail"] for c in record.report.get("checks", []) if c["name"] == "contradicts-model"]
+    for label, claims in (("contradiction overridden", record.stats.get("allowed_contradictions", [])),
+                          ("contradicts", held[0]["contradictions"] if held else [])):
         for claim in claims:
-            out.print(f"  {label}: {claim['sentence']!r} says {claim['claim']!r}; the model said {claim['expected']!r} "
-                      f"({claim['confidence']:.0%})", highlight=False)
+            out.print(f"  {label}: {claim['sentence']!r} says {claim['claim']!r}; {record.parent} said "
+                      f"{claim['expected']!r} ({claim['confidence']:.0%})", highlight=False)
     checks = Table("check", "passed", "value", "threshold", title="checks")
     for c in record.report.get("checks", []):
         checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
@@ -437,8 +437,8 @@ def bench_gate(
     honest_data: Annotated[Optional[str], typer.Option(help="Real passages (SEAL's format or SQuAD's JSON) added to "
                                                             "the honest set.")] = None,
     honest_passages: Annotated[int, typer.Option(min=0, help="How many of them (a seeded shuffle).")] = 100,
-    honest_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the shuffle first (e.g. passages "
-                                                           "used for tuning).")] = 0,
+    honest_offset: Annotated[int, typer.Option(min=0, help="Skip this many of the shuffle first: SQuAD's 100-400 "
+                                                           "of it tuned the contradiction check.")] = 400,
     before_training: Annotated[bool, typer.Option(help="Only the checks before training (seconds per document): "
                                                        "calibrate them on many documents.")] = False,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,

@@ -80,8 +80,8 @@ class Interval:
 
 
 def wilson(successes: int, trials: int, z: float = 1.96) -> Interval:
-    """Wilson's 95% score interval of a rate: sound at 0 or 1 and for a few dozen documents, where the normal
-    approximation is not."""
+    """Wilson's score interval of a rate (95% with the default z): sound at 0 or 1 and for a few dozen documents,
+    where the normal approximation is not."""
     if trials == 0:
         raise ValueError("a rate needs at least one trial")
     rate = successes / trials

@@ -1,4 +1,5 @@
-"""The self-adaptation loop as one readable recipe: read -> generate -> score -> update -> check -> store."""
+"""The self-adaptation loop as one readable recipe: read -> screen (safety rules, contradictions) -> generate ->
+score -> update -> check -> store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from peft import PeftModel
 
 from seal import model as lm_ops
 from seal.check import (Contradiction, GateConfig, Probe, answer_nlls, base_reference, cloze_probes,
@@ -152,8 +155,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                             "pass --probe-file with questions and answers about it")
         lap("load")
 
+        step("contradictions", 0, 1)
         conflicts = contradictions_with(store, parent, lm, passages, options)
-        if conflicts and not options.allow_contradiction:
+        if conflicts and not options.allow_contradiction and options.gate.enforce:
             first = conflicts[0]
             return _refusal(store, options, docs, "contradicts-model",
                             f"{len(conflicts)} statement(s) contradict what {parent.id} says with confidence, e.g. "
@@ -214,7 +218,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
                          for p, b, a in zip(probes, nll_before, nll_after)]
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
-                      # learned with --allow-contradiction: what it overrode, kept with the version
+                      # learned with --allow-contradiction (or the gate off): what it overrode, kept with the version
                       "allowed_contradictions": [asdict(c) for c in conflicts],
                       "config": {"generation": asdict(options.generation), "update": asdict(options.update),
                                  "policy": options.policy,
@@ -233,11 +237,16 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 def contradictions_with(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage],
                         options: LearnOptions) -> list[Contradiction]:
     """The passages' claims that the current version (the base model before anything is learned) confidently
-    completes otherwise."""
+    completes otherwise. The current adapter is put on `base` for the check and taken off again: one copy of the
+    weights in memory."""
     if parent.adapter_dir is None:
         return contradicted_claims(base, passages, options.gate)
-    current, _ = load_version(store, options.model, options.device, parent.id)
-    return contradicted_claims(current, passages, options.gate)
+    plain = base.model
+    base.model = PeftModel.from_pretrained(plain, str(store.adapter_path(parent)))
+    try:
+        return contradicted_claims(base, passages, options.gate)
+    finally:
+        base.model = base.model.unload()  # the LoRA layers removed, nothing merged: the base weights as they were
 
 
 def training_set(scored: list[Scored], options: LearnOptions, probe_file: bool) -> tuple[list[Candidate], list[Candidate]]:

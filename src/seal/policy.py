@@ -58,8 +58,12 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> PolicyConfig:
-        return cls(**{**raw, "generation": GenerationConfig(**raw["generation"]),
-                      "update": UpdateConfig(**raw["update"]), "sft": SFTConfig(**raw["sft"])})
+        try:
+            return cls(**{**raw, "generation": GenerationConfig(**raw["generation"]),
+                          "update": UpdateConfig(**raw["update"]), "sft": SFTConfig(**raw["sft"])})
+        except TypeError as err:  # a setting this seal no longer has (or does not have yet)
+            raise SealError(f"the run was written by another version of seal and cannot be resumed ({err}); "
+                            "start a new run with --out") from err
 
 
 @dataclass
