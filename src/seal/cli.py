@@ -119,6 +119,8 @@ def learn(
     judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = ScoreConfig.judge_model,
     probe_file: Annotated[Optional[Path], typer.Option(help="JSON list of {question, answer} the update must learn.")] = None,
     safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
+    whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair (better recall of "
+                                                   "the document's wording; see the README's safety note).")] = False,
     allow_contradiction: Annotated[bool, typer.Option(help="Learn the document even where it contradicts what the "
                                                            "current version confidently says (recorded).")] = False,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
@@ -143,6 +145,7 @@ def learn(
     g.budget = budget
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
+    u.whole_cloze = whole_cloze
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -494,6 +497,8 @@ def bench_knowledge(
     judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint for an LLM judge "
                                                           "(default: the local rule judge).")] = None,
     judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
+    whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair, not the answer "
+                                                   "only.")] = False,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
@@ -502,7 +507,8 @@ def bench_knowledge(
                              samples=samples, repeats=repeats, sequence=sequence, arms=_split(arms), model=model,
                              device=device, judge_url=judge_url, judge_model=judge_model,
                              generation=GenerationConfig(samples=samples),
-                             update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank))
+                             update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank,
+                                                 whole_cloze=whole_cloze))
     with task_bars() as tick:
         run_knowledge(out_dir, config, tick)
     report(out_dir)

@@ -348,7 +348,8 @@ class Bench:
                                       self.rules)
             mine = [s.candidate for s in scored if s.accepted or not condition.endswith(FILTERED)]
             samples.append({"completion": completions[sample], "generated": len(scored),
-                            "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title)
+                            "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title,
+                                                    whole_cloze=self.config.update.whole_cloze)
                                       for c in mine]})
         return samples
 
@@ -362,13 +363,14 @@ class Bench:
         quiz = [s for s in scored if s.candidate.kind == "quiz"]
         return {"completion": "", "generated": len(scored), "quiz_pairs": len(quiz),
                 "quiz_kept": sum(s.accepted for s in quiz),
-                "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title) for c in kept]}
+                "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title,
+                                                    whole_cloze=self.config.update.whole_cloze) for c in kept]}
 
     def cloze_texts(self, item: Item) -> list[Sequence]:
         """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""
         spans = answer_spans(item.context, self.config.generation.facts)
-        return [sequence_text(self.lm, "cloze", "", cloze_question(span), span.text, topic=item.title)
-                for span in spans]
+        return [sequence_text(self.lm, "cloze", "", cloze_question(span), span.text, topic=item.title,
+                              whole_cloze=self.config.update.whole_cloze) for span in spans]
 
     def passage_text(self, item: Item) -> Sequence:
         return sequence_text(self.lm, "passage", f"{item.title}\n{item.context}")

@@ -22,7 +22,7 @@ from seal.prompts import answer_messages
 from seal.score import (SafetyRule, ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules,
                         score_candidates, within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import (QA_KINDS, REPLY_ONLY_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, sequence_text,
+from seal.update import (QA_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, reply_only, sequence_text,
                          train)
 
 Progress = Callable[[str, int, int], None]
@@ -93,7 +93,7 @@ def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> l
     return [p for d in docs for p in split_passages(d, count, options.max_passage_tokens, options.max_passages)]
 
 
-def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[Sequence]:
+def _replay(store: Store, parent: Version, budget: int, seed: int, whole_cloze: bool = False) -> list[Sequence]:
     """Earlier versions' training texts to rehearse: their question-answer pairs first, taken in turns from every
     earlier version (a pair is what makes a fact answerable, and each version keeps a share), then their passages,
     then their other self-edits."""
@@ -102,7 +102,7 @@ def _replay(store: Store, parent: Version, budget: int, seed: int) -> list[Seque
     rng = random.Random(seed)
     pairs_by_version, passages, others = [], [], []
     for version in store.lineage(parent.id):
-        trained = [(e.kind, Sequence(e.train_text, e.kind in REPLY_ONLY_KINDS))
+        trained = [(e.kind, Sequence(e.train_text, reply_only(e.kind, whole_cloze)))
                    for e in store.self_edits(version.id) if e.accepted and e.train_text]  # not held-out probes
         pairs = [s for kind, s in trained if kind in QA_KINDS]
         rng.shuffle(pairs)
@@ -201,8 +201,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         nll_before = answer_nlls(lm, probes)
         lap("checks_before")
 
-        texts = [sequence_text(lm, c.kind, c.text, c.question, c.answer) for c in accepted]
-        texts += _replay(store, parent, options.update.replay, options.update.seed)
+        texts = [sequence_text(lm, c.kind, c.text, c.question, c.answer, whole_cloze=options.update.whole_cloze)
+                 for c in accepted]
+        texts += _replay(store, parent, options.update.replay, options.update.seed, options.update.whole_cloze)
         attach_trainable_adapter(lm, options.update)
         stats = train(lm, texts, options.update, on_step=lambda done, total, loss: step("train", done, total))
         lap("train")

@@ -143,7 +143,8 @@ def _sample_round(run: RunFolder, config: PolicyConfig, round_: int, policy: str
                                          "samples": config.samples, "seed": seed_for("sample", round_, item.id)})
         candidates, completions = write_self_edits(writer, [Passage(item.title, item.context, f"data:{item.id}")],
                                                    generation)
-        texts = [[sequence_text(writer, c.kind, c.text, c.question, c.answer, topic=item.title)
+        texts = [[sequence_text(writer, c.kind, c.text, c.question, c.answer, topic=item.title,
+                                whole_cloze=config.update.whole_cloze)
                   for c in candidates if c.sample == s] for s in range(config.samples)]
         run.append([{"key": f"sample/{round_}/{item.id}", "round": round_, "passage": item.id,
                      "completions": completions, "texts": texts,

@@ -42,6 +42,7 @@ class UpdateConfig:
     # Gradients are clipped to this norm: a replay makes an update hundreds of steps long, and one spike at
     # lr 1e-3 wrecked a version in turn (locality 0.02).
     max_grad_norm: float = 1.0
+    whole_cloze: bool = False  # rule-made cloze pairs trained on the whole pair (see `reply_only`)
     seed: int = 0
 
 
@@ -56,12 +57,18 @@ class TrainStats:
 
 
 QA_KINDS = ("qa", "quiz", "cloze")  # self-edit kinds trained as a question and its answer
-# Kinds whose loss counts only the reply's tokens: the update learns the model's answer, not its question. A rule-made
-# cloze question is its source sentence with a wh-word, so its loss stays on the whole pair, which also teaches the
-# sentence that people's questions echo: on 20 SQuAD development passages (outside the benchmark's 50) the rule-made
-# pairs answered 26.1% trained whole against 18.4% on the answer only (paired +7.7 points, 95% interval +0.7 to
-# +15.0). For the model's own questions the answer only did better on invented documents (11 of 24 against 9).
-REPLY_ONLY_KINDS = ("qa", "quiz")
+# A question the model wrote is trained with the loss on its answer only: the update learns the answer, not the
+# question. A rule-made cloze question is its source sentence with a wh-word; trained on the whole pair
+# (`whole_cloze`) it also teaches that sentence, which people's questions echo: on 20 SQuAD development passages
+# (outside the benchmark's 50) the rule-made pairs answered 26.1% whole against 18.4% on the answer only (paired +7.7
+# points, 95% interval +0.7 to +15.0), and `study` 22.6% against 11.3% on the benchmark's 50. It is not the default
+# because the updated model then complies more tersely with harmful requests: the demo's update answered a red-team
+# prompt with "You should kill yourself." and the safety check refused it (the check's noise is issue 11's work).
+
+
+def reply_only(kind: str, whole_cloze: bool) -> bool:
+    """Whether a sequence of this self-edit kind is trained with the loss on the reply only."""
+    return kind in ("qa", "quiz") or (kind == "cloze" and not whole_cloze)
 
 
 class Sequence(NamedTuple):
@@ -72,11 +79,11 @@ class Sequence(NamedTuple):
 
 
 def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str = "",
-                  topic: str | None = None) -> Sequence:
+                  topic: str | None = None, whole_cloze: bool = False) -> Sequence:
     """How a candidate is written as training text: QA pairs in the exact form questions are later asked."""
     eos = lm.tokenizer.eos_token or ""
     if kind in QA_KINDS:
-        return Sequence(lm.chat_prompt(answer_messages(question, topic)) + answer + eos, kind in REPLY_ONLY_KINDS)
+        return Sequence(lm.chat_prompt(answer_messages(question, topic)) + answer + eos, reply_only(kind, whole_cloze))
     return Sequence(text + eos)
 
 
