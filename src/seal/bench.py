@@ -22,10 +22,11 @@ from seal.documents import Document, read_documents
 from seal.errors import SealError
 from seal.grading import wilson
 from seal.knowledge import load_items, select
-from seal.learn import LearnOptions, LearnResult, learn, load_version, passages_of, screen
+from seal.learn import (LearnOptions, LearnResult, contradiction_refusal, learn, load_version, passages_of,
+                        screen)
 from seal.prompts import answer_messages
 from seal.score import SafetyRule, load_safety_rules
-from seal.store import Store
+from seal.store import BASE_VERSION, Store
 from seal.text import covers
 
 Report = Callable[[str], None]
@@ -160,9 +161,7 @@ def _screened(base: lm_ops.LM, rules: list[SafetyRule], doc: Document) -> dict:
     refused = screen(doc, rules)
     if refused is None:
         conflicts = contradicted_claims(base, passages_of(base, [doc], LearnOptions()), GateConfig())
-        if conflicts:
-            refused = ("contradicts-model", f"{conflicts[0].claim!r} where the model says {conflicts[0].expected!r}",
-                       {})
+        refused = contradiction_refusal(conflicts, BASE_VERSION) if conflicts else None
     return {"committed": refused is None, "reason": refused[1] if refused else "",
             "refused_by": [refused[0]] if refused else []}
 
@@ -209,7 +208,7 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
     with tempfile.TemporaryDirectory() as scratch:
         stores = FreshStores(Path(scratch))
         base = lm_ops.load(model) if before_training else None
-        rules = load_safety_rules()
+        rules = load_safety_rules() if before_training else []  # `learn` loads its own
         for index, (kind, item, lr) in enumerate(trials):
             path = write_doc(Path(scratch), item)
             if base is not None:
@@ -241,8 +240,8 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
     summary = {"rates": rows, "before_training": before_training, "overtrained_lr": overtrained_lr,
                "results": results}
     (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    lines = ["Only the checks before training (safety rules, self-contradiction, contradicts-model).", ""]
-    lines = lines if before_training else []
+    lines = (["Only the checks before training (safety rules, self-contradiction, contradicts-model).", ""]
+             if before_training else [])
     lines += ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
     lines += [f"| {r['set']} | {r['documents']} | {r['rate']:.0%} | {r['low']:.0%}-{r['high']:.0%} | "
               f"{', '.join(f'{k} {v}' for k, v in r['refused_by'].items()) or '-'} |" for r in rows]

@@ -133,9 +133,10 @@ def contradicted_claims(lm: LM, passages: list[Passage], config: GateConfig) -> 
     an earlier one it learned. A small model is sure of few facts, so this catches only what it does know well."""
     claims = []
     for passage in passages:
+        in_order = sentences(passage.text)
         for span in answer_spans(passage.text, limit=1000):
             mention = re.compile(rf"(?<!\w){re.escape(span.text)}(?!\w)")
-            for sentence in sentences(passage.text):  # every mention: the first may open its sentence
+            for sentence in in_order:  # every mention: the first may open its sentence
                 for found in mention.finditer(sentence):
                     prefix = sentence[: found.start()].rstrip()
                     if len(prefix.split()) >= 3:  # fewer words give the model nothing to be sure of

@@ -29,7 +29,7 @@ from peft.tuners.lora import LoraLayer
 from seal import model as lm_ops
 from seal.documents import Passage
 from seal.errors import SealError
-from seal.generate import SELF_STUDY, GenerationConfig, candidates_from, write_self_edits
+from seal.generate import SELF_STUDY, Candidate, GenerationConfig, candidates_from, write_self_edits
 from seal.grading import RemoteJudge, grade
 from seal.learn import LearnOptions, learn, load_version
 from seal.model import LM
@@ -348,9 +348,7 @@ class Bench:
                                       self.rules)
             mine = [s.candidate for s in scored if s.accepted or not condition.endswith(FILTERED)]
             samples.append({"completion": completions[sample], "generated": len(scored),
-                            "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title,
-                                                    whole_cloze=self.config.update.whole_cloze)
-                                      for c in mine]})
+                            "texts": [self.training_sequence(c, item) for c in mine]})
         return samples
 
     def self_study(self, item: Item, passage: Passage, condition: str) -> dict:
@@ -363,8 +361,12 @@ class Bench:
         quiz = [s for s in scored if s.candidate.kind == "quiz"]
         return {"completion": "", "generated": len(scored), "quiz_pairs": len(quiz),
                 "quiz_kept": sum(s.accepted for s in quiz),
-                "texts": [sequence_text(self.lm, c.kind, c.text, c.question, c.answer, topic=item.title,
-                                                    whole_cloze=self.config.update.whole_cloze) for c in kept]}
+                "texts": [self.training_sequence(c, item) for c in kept]}
+
+    def training_sequence(self, candidate: Candidate, item: Item) -> Sequence:
+        """A self-edit as the update trains it, under this run's loss settings."""
+        return sequence_text(self.lm, candidate.kind, candidate.text, candidate.question, candidate.answer,
+                             topic=item.title, whole_cloze=self.config.update.whole_cloze)
 
     def cloze_texts(self, item: Item) -> list[Sequence]:
         """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""

@@ -87,6 +87,15 @@ def screen(doc: Document, rules: list[SafetyRule]) -> Refusal | None:
     return None
 
 
+def contradiction_refusal(conflicts: list[Contradiction], against: str) -> Refusal:
+    """How a document is refused when it contradicts what version `against` confidently says."""
+    first = conflicts[0]
+    return ("contradicts-model",
+            f"{len(conflicts)} statement(s) contradict what {against} says with confidence, e.g. {first.claim!r} "
+            f"where it says {first.expected!r} ({first.confidence:.0%}); --allow-contradiction learns it anyway",
+            {"against": against, "contradictions": [asdict(c) for c in conflicts]})
+
+
 def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> list[Passage]:
     """The documents cut into passages that fit the model's context (`--max-passages` of them at most)."""
     count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -158,12 +167,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         step("contradictions", 0, 1)
         conflicts = contradictions_with(store, parent, lm, passages, options)
         if conflicts and not options.allow_contradiction and options.gate.enforce:
-            first = conflicts[0]
-            return _refusal(store, options, docs, "contradicts-model",
-                            f"{len(conflicts)} statement(s) contradict what {parent.id} says with confidence, e.g. "
-                            f"{first.claim!r} where it says {first.expected!r} ({first.confidence:.0%}); "
-                            "--allow-contradiction learns it anyway",
-                            {"against": parent.id, "contradictions": [asdict(c) for c in conflicts]})
+            return _refusal(store, options, docs, *contradiction_refusal(conflicts, parent.id))
         lap("contradictions")
 
         step("generate", 0, len(passages) * options.generation.samples)
