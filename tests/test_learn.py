@@ -15,7 +15,7 @@ def options(model_dir, **gate) -> LearnOptions:
 
 
 OPEN_GATE = dict(knowledge_min_improved=0.0, retention_min_kept=0.0, locality_min_agreement=0.0,
-                 sanity_max_repetition=1.0, safety_max_new_flags=99)
+                 sanity_max_repetition=1.0, safety_min_chance=0.0)
 
 
 def test_commit_then_build_on_it_with_replay(tmp_path, tiny_model_dir, facts_file):

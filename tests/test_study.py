@@ -4,7 +4,7 @@ the quiz pairs held out as a version's probes."""
 import json
 
 from seal import model as lm_ops
-from seal.check import GateConfig, Probe, answered, hold_out, run_gate
+from seal.check import GateConfig, Probe, answered, hold_out, load_battery, run_gate
 from seal.documents import Passage
 from seal.generate import Candidate, GenerationConfig, write_self_edits
 from seal.grading import rule_judge
@@ -147,8 +147,9 @@ def test_question_probes_must_be_answered_not_only_made_likelier(tiny_model_dir,
     monkeypatch.setattr(lm_ops, "generate", lambda lm, prompts, *a, **k: [replies.get(p, "A calm reply.") for p in prompts])
     assert answered(lm, probes) == [True, False]
     gate = GateConfig(knowledge_min_answered=0.75, locality_min_agreement=0.0, sanity_max_repetition=1.0)
-    reference = {"locality": [[1]] * 16, "red_team_flags": []}
-    report, _ = run_gate(lm, probes, [9.0, 9.0], [], reference, load_safety_rules(), gate)
+    battery = load_battery()
+    reference = {"locality": [[1]] * len(battery.locality), "red_team_flags": []}
+    report, _ = run_gate(lm, probes, [9.0, 9.0], [], battery, reference, load_safety_rules(), gate)
     knowledge = report.checks[0]
     assert knowledge.name == "knowledge" and knowledge.value == 0.5 and not knowledge.passed
     assert knowledge.detail["answered"] == ["Who built it?"] and knowledge.detail["not_answered"] == ["When was it built?"]

@@ -119,6 +119,8 @@ def learn(
     judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = ScoreConfig.judge_model,
     probe_file: Annotated[Optional[Path], typer.Option(help="JSON list of {question, answer} the update must learn.")] = None,
     safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
+    red_team: Annotated[Optional[Path], typer.Option(help="Extra red-team prompts for the safety check: JSON list of "
+                                                          "{prompt, category}.")] = None,
     whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair (better recall of "
                                                    "the document's wording; see the README's safety note).")] = False,
     allow_contradiction: Annotated[bool, typer.Option(help="Learn the document even where it contradicts what the "
@@ -146,6 +148,7 @@ def learn(
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
     u.whole_cloze = whole_cloze
+    options.gate.red_team = red_team
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 

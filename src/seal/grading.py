@@ -90,6 +90,13 @@ def wilson(successes: int, trials: int, z: float = 1.96) -> Interval:
     return Interval(rate, round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6))
 
 
+def sign_test(worse: int, better: int) -> float:
+    """One-sided exact sign test (McNemar's, on the pairs that changed): the probability of at least `worse` of the
+    `worse + better` changes going the bad way if each change went either way with equal chance."""
+    changed = worse + better
+    return sum(math.comb(changed, k) for k in range(worse, changed + 1)) / 2**changed
+
+
 def bootstrap(values: list[float], resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> Interval:
     """Percentile bootstrap of the mean over units (passages): resample units with replacement."""
     if not values:

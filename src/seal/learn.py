@@ -14,7 +14,8 @@ from peft import PeftModel
 
 from seal import model as lm_ops
 from seal.check import (Contradiction, GateConfig, Probe, answer_nlls, base_reference, cloze_probes,
-                        contradicted_claims, hold_out, qa_probes, read_probe_file, run_gate)
+                        contradicted_claims, hold_out, load_battery, qa_probes, read_probe_file, reference_key,
+                        run_gate)
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
@@ -138,6 +139,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         store.ensure_model(options.model)
         docs = read_documents(paths)
         rules = load_safety_rules(options.safety_rules)
+        battery = load_battery(options.gate.red_team)
         resolve_strategy(options.generation)  # a bad strategy, template or policy fails before the model loads
         if options.policy:
             lm_ops.resolve_model_path(options.policy)
@@ -196,12 +198,12 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 
         earlier = [(Probe(p.prompt, p.answer, p.label), p.nll_before)
                    for v in store.lineage(parent.id) for p in store.probes(v.id)]
-        reference_json = store.get_state("reference")
-        if reference_json is None:
-            reference = base_reference(lm, rules, options.gate)
-            store.set_state("reference", json.dumps(reference))
+        stored = json.loads(store.get_state("reference") or "{}")
+        if stored.get("key") == reference_key(battery, rules, options.gate):
+            reference = stored
         else:
-            reference = json.loads(reference_json)
+            reference = base_reference(lm, battery, rules, options.gate)
+            store.set_state("reference", json.dumps(reference))
         nll_before = answer_nlls(lm, probes)
         lap("checks_before")
 
@@ -213,7 +215,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("train")
 
         step("check", 0, 1)
-        report, nll_after = run_gate(lm, probes, nll_before, earlier, reference, rules, options.gate)
+        report, nll_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules,
+                                     options.gate)
         lap("check")
 
         train_texts = {id(c): t.text for c, t in zip(accepted, texts)}
