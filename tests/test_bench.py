@@ -42,7 +42,7 @@ def test_bench_gate_reports_rates_with_intervals_and_the_checks_that_refused(tmp
     summary = bench_gate(tmp_path / "out", str(tiny_model_dir), lambda line: None, limit=1,
                          honest_data=str(passages), honest_passages=2)
     rows = {row["set"]: row for row in summary["rates"]}
-    assert {"honest accepted", "honest accepted (written)", "honest accepted (passage)", "harmful refused",
+    assert {"honest accepted", "honest accepted (tune)", "honest accepted (passage)", "harmful refused",
             "contradicting refused", "poisoning refused", "overtrained refused"} <= set(rows)
     assert rows["honest accepted"]["documents"] == 3 and rows["honest accepted (passage)"]["documents"] == 2
     harmful = rows["harmful refused"]
@@ -56,7 +56,8 @@ def test_bench_gate_before_training_screens_every_document_without_training(tmp_
     monkeypatch.setenv("SEAL_HOME", str(tmp_path / "home"))
     summary = bench_gate(tmp_path / "out", str(beacon_model_dir), lambda line: None, before_training=True)
     rows = {row["set"]: row for row in summary["rates"]}
-    assert "overtrained refused" not in rows and rows["harmful refused"]["rate"] == 1.0
+    assert "overtrained refused" not in rows and rows["harmful refused"]["documents"] == 32
+    assert rows["harmful refused"]["refused_by"]["safety-rules"] == 8  # the rest are for the harm probe
     assert rows["poisoning refused"]["documents"] == 40  # every document, in seconds
     assert all("checks" not in r for kind in summary["results"].values() for r in kind)  # nothing was trained
     assert (tmp_path / "out" / "gate.md").read_text().startswith("Only the checks before training")

@@ -78,26 +78,33 @@ def test_a_claim_the_model_confidently_completes_otherwise_is_a_contradiction(be
                                config) == []
 
 
-def safety_after(lm, monkeypatch, harmful_replies: int) -> dict:
-    """The safety check when the updated model newly answers `harmful_replies` red-team prompts with flagged text."""
+def checks_after(lm, monkeypatch, harmful_replies: int, refused_plain: int) -> dict:
+    """The safety and sanity checks when, after the update, the first `harmful_replies` red-team prompts get flagged
+    text and the first `refused_plain` plain requests a refusal; before, every red-team prompt was refused and every
+    plain request answered."""
     battery, rules = load_battery(), load_safety_rules()
-    asked = {lm.chat_prompt([{"role": "user", "content": p}]): i for i, p in enumerate(battery.red_team)}
-    monkeypatch.setattr(lm_ops, "generate", lambda lm, prompts, *a, **k: [
-        "You should kill yourself." if asked.get(p, len(asked)) < harmful_replies else "I cannot help with that."
-        for p in prompts])
-    reference = {"locality": [[1]] * len(battery.locality), "red_team_flags": []}
-    gate = GateConfig(locality_min_agreement=0.0)
-    report, _ = run_gate(lm, [], [], [], battery, reference, rules, gate)
-    return next(c for c in report.checks if c.name == "safety")
+    red = {lm.chat_prompt([{"role": "user", "content": p}]): i for i, p in enumerate(battery.red_team)}
+    plain = {lm.chat_prompt([{"role": "user", "content": p}]): i for i, p in enumerate(battery.sanity)}
+    reply = lambda p: (("You should kill yourself." if red[p] < harmful_replies else "I cannot help with that.")
+                       if p in red else "I'm sorry, I can't." if plain[p] < refused_plain else "Rome, in Italy.")
+    monkeypatch.setattr(lm_ops, "generate", lambda lm, prompts, *a, **k: [reply(p) for p in prompts])
+    reference = {"locality": [[1]] * len(battery.locality), "red_team": {"flagged": [], "complied": []},
+                 "sanity": {"degenerate": [], "refused": []}}
+    report, _ = run_gate(lm, [], [], [], battery, reference, rules, GateConfig(locality_min_agreement=0.0))
+    return {c.name: c for c in report.checks}
 
 
-def test_one_noisy_red_team_reply_passes_the_safety_check_and_a_systematic_change_fails(tiny_model_dir, monkeypatch):
+def test_one_noisy_reply_passes_the_statistical_checks_and_a_systematic_change_fails(tiny_model_dir, monkeypatch):
     lm = lm_ops.load(str(tiny_model_dir))
-    assert len(load_battery().red_team) >= 100
-    one = safety_after(lm, monkeypatch, harmful_replies=1)
-    assert one.passed and one.value == 0.5 and one.detail["newly_flagged_prompts"] == [load_battery().red_team[0]]
-    many = safety_after(lm, monkeypatch, harmful_replies=6)
-    assert not many.passed and many.value == sign_test(6, 0) < 0.05 and many.detail["flagged_after"] == 6
+    battery = load_battery()
+    assert len(battery.red_team) >= 100 and len(battery.sanity) >= 40
+    one = checks_after(lm, monkeypatch, harmful_replies=1, refused_plain=1)
+    assert one["safety"].passed and one["safety"].value == 0.5
+    assert one["safety"].detail["newly_bad"] == [battery.red_team[0]] and one["safety"].detail["flagged_after"] == 1
+    assert one["sanity"].passed and one["sanity"].detail["newly_bad"] == [battery.sanity[0]]
+    many = checks_after(lm, monkeypatch, harmful_replies=6, refused_plain=6)
+    assert not many["safety"].passed and many["safety"].value == sign_test(6, 0) < 0.05
+    assert not many["sanity"].passed and many["sanity"].detail["refused_after"] == 6
 
 
 def test_sign_test_counts_the_changes_both_ways():

@@ -15,7 +15,7 @@ def options(model_dir, **gate) -> LearnOptions:
 
 
 OPEN_GATE = dict(knowledge_min_improved=0.0, retention_min_kept=0.0, locality_min_agreement=0.0,
-                 sanity_max_repetition=1.0, safety_min_chance=0.0)
+                 sanity_max_repetition=1.0, min_chance=0.0)
 
 
 def test_commit_then_build_on_it_with_replay(tmp_path, tiny_model_dir, facts_file):
@@ -31,6 +31,8 @@ def test_commit_then_build_on_it_with_replay(tmp_path, tiny_model_dir, facts_fil
     second = learn(store, [str(second_doc)], options(tiny_model_dir, **OPEN_GATE))
     assert second.committed and store.get("v2").parent == "v1"
     assert second.stats["replayed"] >= 1  # the first document's passage is rehearsed
+    update = second.stats["config"]["update"]
+    assert second.stats["rehearsed_chat"] == update["rehearse_harmful"] + update["rehearse_plain"]
     assert "retention" in {c["name"] for c in second.report["checks"]}
     lm, vid = load_version(store)
     assert vid == "v2" and hasattr(lm.model, "peft_config")

@@ -82,7 +82,8 @@ def test_calibration_sets_against_the_rules():
     """The packaged calibration documents: harmful ones are flagged, honest ones pass both filters."""
     sets = json.loads(resources.files("seal").joinpath("data/gate_calibration.json").read_text(encoding="utf-8"))
     rules = load_safety_rules()
-    assert all(flagged(d["text"], rules) for d in sets["harmful"])
+    # the first eight are the rules' own kinds; the rest say harm in words no rule matches (the harm probe's work)
+    assert [bool(flagged(d["text"], rules)) for d in sets["harmful"]] == [True] * 8 + [False] * 24
     assert not any(flagged(d["text"], rules) or contradictions(d["text"]) for d in sets["honest"])
     assert all(contradictions(d["text"]) for d in sets["contradicting"])
 

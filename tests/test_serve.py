@@ -9,8 +9,11 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from seal.learn import learn
 from seal.loadtest import ServerProcess, drive
 from seal.store import Store
+
+from test_learn import OPEN_GATE, options
 
 KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -138,21 +141,30 @@ def test_restart_resumes_queued_jobs_and_marks_interrupted_ones(tmp_path, tiny_m
         second.stop()
 
 
-def test_requests_never_fail_across_a_swap(server):
-    stop = threading.Event()
-    rows: list[dict] = []
-    load = threading.Thread(target=lambda: rows.extend(drive(server, 4, lambda n: not stop.is_set(), 4, lambda: "")))
-    load.start()
-    time.sleep(1)
-    job = server.wait_for(server.post("/v1/adaptations", files={"file": ("a.md", DOC.encode())}).json()["id"])
-    time.sleep(1)
-    server.post("/v1/versions/v0/activate")  # and back again
-    time.sleep(1)
-    stop.set()
-    load.join()
+def test_requests_never_fail_across_a_swap(tmp_path, tiny_model_dir, facts_file):
+    home = tmp_path / "home"
+    # v1 committed past an open gate: whether the random tiny model's own update passes its checks is luck
+    assert learn(Store(home), [str(facts_file)], options(tiny_model_dir, **OPEN_GATE)).committed
+    server = Server(home, tiny_model_dir)
+    try:
+        stop = threading.Event()
+        rows: list[dict] = []
+        load = threading.Thread(target=lambda: rows.extend(drive(server, 4, lambda n: not stop.is_set(), 4,
+                                                                 lambda: "")))
+        load.start()
+        time.sleep(1)
+        job = server.wait_for(server.post("/v1/adaptations", files={"file": ("a.md", DOC.encode())}).json()["id"])
+        server.post("/v1/versions/v0/activate")
+        time.sleep(1)
+        server.post("/v1/versions/v1/activate")  # and back again
+        time.sleep(1)
+        stop.set()
+        load.join()
+    finally:
+        server.stop()
     assert [r["error"] for r in rows if not r["ok"]] == []
-    assert job["status"] == "committed", job["reason"]  # the tiny model's update passes its checks
-    assert {"v0", job["version"]} <= {r["version"] for r in rows} and len(rows) > 10
+    assert job["status"] in ("committed", "rolled_back")  # an adaptation ran under the load
+    assert {"v0", "v1"} <= {r["version"] for r in rows} and len(rows) > 10
     assert all(0 < r["tokens"] <= 4 and r["ttft"] is not None for r in rows)  # usage arrives in the stream
 
 

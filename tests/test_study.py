@@ -146,9 +146,10 @@ def test_question_probes_must_be_answered_not_only_made_likelier(tiny_model_dir,
     replies = {"p1": "It was built by Oswin Tarrow.", "p2": "In 1901."}
     monkeypatch.setattr(lm_ops, "generate", lambda lm, prompts, *a, **k: [replies.get(p, "A calm reply.") for p in prompts])
     assert answered(lm, probes) == [True, False]
-    gate = GateConfig(knowledge_min_answered=0.75, locality_min_agreement=0.0, sanity_max_repetition=1.0)
+    gate = GateConfig(knowledge_min_answered=0.75, locality_min_agreement=0.0, min_chance=0.0)
     battery = load_battery()
-    reference = {"locality": [[1]] * len(battery.locality), "red_team_flags": []}
+    reference = {"locality": [[1]] * len(battery.locality), "red_team": {"flagged": [], "complied": []},
+                 "sanity": {"degenerate": [], "refused": []}}
     report, _ = run_gate(lm, probes, [9.0, 9.0], [], battery, reference, load_safety_rules(), gate)
     knowledge = report.checks[0]
     assert knowledge.name == "knowledge" and knowledge.value == 0.5 and not knowledge.passed

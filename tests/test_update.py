@@ -1,8 +1,9 @@
 import torch
 
 from seal import model as lm_ops
-from seal.update import (IGNORE, Sequence, UpdateConfig, attach_trainable_adapter, collate, pack, reply_marker,
-                         sequence_text, tokenize, train)
+from seal.check import load_battery
+from seal.update import (IGNORE, Sequence, UpdateConfig, attach_trainable_adapter, chat_rehearsal, collate, pack,
+                         reply_marker, sequence_text, tokenize, train)
 
 from conftest import FACTS
 
@@ -56,3 +57,16 @@ def test_a_rule_made_question_is_trained_whole_only_when_asked_and_a_passage_alw
     assert not sequence_text(lm, "cloze", "", question, answer, whole_cloze=True).reply_only
     assert not sequence_text(lm, "passage", FACTS).reply_only
     assert sequence_text(lm, "quiz", "", "Who built it?", answer, whole_cloze=True).reply_only
+
+
+def test_chat_rehearsal_trains_the_models_own_replies_to_requests_the_checks_never_ask(tiny_model_dir, monkeypatch):
+    lm = lm_ops.load(str(tiny_model_dir))
+    own = lambda lm, prompts, *a, **k: [f"own reply {i}" for i, _ in enumerate(prompts)]  # noqa: E731
+    monkeypatch.setattr(lm_ops, "generate", own)
+    turns = chat_rehearsal(lm, UpdateConfig(rehearse_harmful=2, rehearse_plain=3))
+    assert len(turns) == 5 and all(t.reply_only for t in turns)
+    assert [t.text.rsplit("own reply ", 1)[1] for t in turns] == [str(i) for i in range(5)]
+    battery = load_battery()
+    asked = set(battery.red_team + battery.sanity)
+    assert not any(prompt in t.text for t in turns for prompt in asked)
+    assert chat_rehearsal(lm, UpdateConfig(rehearse_harmful=0, rehearse_plain=0)) == []

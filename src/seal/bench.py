@@ -13,27 +13,22 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.check import GateConfig, contradicted_claims
-from seal.documents import Document, read_documents
+from seal.check import contradicted_claims
+from seal.documents import Document, packaged, read_documents
 from seal.errors import SealError
 from seal.grading import wilson
 from seal.knowledge import load_items, select
-from seal.learn import (LearnOptions, LearnResult, contradiction_refusal, learn, load_version, passages_of,
-                        screen)
+from seal.learn import (LearnOptions, LearnResult, contradiction_refusal, harmful_passages, intent_refusal, learn,
+                        load_version, passages_of, screen)
 from seal.prompts import answer_messages
 from seal.score import SafetyRule, load_safety_rules
 from seal.store import BASE_VERSION, Store
 from seal.text import covers
 
 Report = Callable[[str], None]
-
-
-def packaged(name: str) -> object:
-    return json.loads(resources.files("seal").joinpath(f"data/{name}").read_text(encoding="utf-8"))
 
 
 def closed_book(store: Store, model: str, questions: list[str]) -> list[str]:
@@ -156,28 +151,34 @@ def _options(model: str, condition: Condition, strategies: list[str]) -> LearnOp
     return options
 
 
-def _screened(base: lm_ops.LM, rules: list[SafetyRule], doc: Document) -> dict:
+def _screened(base: lm_ops.LM, rules: list[SafetyRule], store: Store, doc: Document) -> dict:
     """What `seal learn` decides about a document before training, in a fresh store (the base model is current)."""
     refused = screen(doc, rules)
     if refused is None:
-        conflicts = contradicted_claims(base, passages_of(base, [doc], LearnOptions()), GateConfig())
+        options = LearnOptions()
+        passages = passages_of(base, [doc], options)
+        conflicts = contradicted_claims(base, passages, options.gate)
         refused = contradiction_refusal(conflicts, BASE_VERSION) if conflicts else None
+        harmful = harmful_passages(store, base, passages, options) if refused is None else []
+        refused = intent_refusal(harmful, options.harm) if harmful else refused
     return {"committed": refused is None, "reason": refused[1] if refused else "",
             "refused_by": [refused[0]] if refused else []}
 
 
 class FreshStores:
-    """A new store per trial, sharing the base model's battery answers so they are computed only once."""
+    """A new store per trial, sharing the base model's battery answers and the harm probe so they are computed once."""
+
+    SHARED = ("reference", "harm_probe")
 
     def __init__(self, root: Path):
-        self.root, self.reference = root, None
+        self.root, self.shared = root, {}
 
     def learn(self, name: str, paths: list[str], options: LearnOptions) -> tuple[Store, LearnResult]:
         store = Store(self.root / name)
-        if self.reference is not None:
-            store.set_state("reference", self.reference)
+        for key, value in self.shared.items():
+            store.set_state(key, value)
         result = learn(store, paths, options)
-        self.reference = store.get_state("reference") or self.reference
+        self.shared |= {key: store.get_state(key) for key in self.SHARED if store.get_state(key)}
         return store, result
 
 
@@ -209,10 +210,11 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
         stores = FreshStores(Path(scratch))
         base = lm_ops.load(model) if before_training else None
         rules = load_safety_rules() if before_training else []  # `learn` loads its own
+        probe_store = Store(Path(scratch) / "screen")  # keeps the harm probe, fitted once
         for index, (kind, item, lr) in enumerate(trials):
             path = write_doc(Path(scratch), item)
             if base is not None:
-                record = _screened(base, rules, read_documents([str(path)])[0])
+                record = _screened(base, rules, probe_store, read_documents([str(path)])[0])
             else:
                 options = LearnOptions(model=model)
                 options.update.lr = lr or options.update.lr
@@ -240,7 +242,8 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
     summary = {"rates": rows, "before_training": before_training, "overtrained_lr": overtrained_lr,
                "results": results}
     (out / "gate.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    lines = (["Only the checks before training (safety rules, self-contradiction, contradicts-model).", ""]
+    lines = (["Only the checks before training (safety rules, self-contradiction, contradicts-model, harmful-intent).",
+              ""]
              if before_training else [])
     lines += ["| set | documents | rate | 95% interval | refused by (documents per check) |", "|---|---|---|---|---|"]
     lines += [f"| {r['set']} | {r['documents']} | {r['rate']:.0%} | {r['low']:.0%}-{r['high']:.0%} | "

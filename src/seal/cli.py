@@ -22,6 +22,7 @@ from seal.errors import SealError
 from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
 from seal.generate import GenerationConfig
 from seal.knowledge import KnowledgeConfig, RunFolder, run_knowledge
+from seal.harm import HarmConfig
 from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, load_version
 from seal.policy import PolicyConfig, run_policy
 from seal.report import report
@@ -121,8 +122,14 @@ def learn(
     safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
     red_team: Annotated[Optional[Path], typer.Option(help="Extra red-team prompts for the safety check: JSON list of "
                                                           "{prompt, category}.")] = None,
-    whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair (better recall of "
-                                                   "the document's wording; see the README's safety note).")] = False,
+    whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair, not the answer "
+                                                   "only (better recall of the document).")] = UpdateConfig.whole_cloze,
+    rehearse_harmful: Annotated[int, typer.Option(min=0, help="Harmful chat requests trained with the base model's own "
+                                                              "replies (the update keeps its refusals).")] = UpdateConfig.rehearse_harmful,
+    rehearse_plain: Annotated[int, typer.Option(min=0, help="Plain chat requests trained with the base model's own "
+                                                            "replies (the update keeps answering).")] = UpdateConfig.rehearse_plain,
+    harm_max_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Refuse a passage the harm probe scores above "
+                                                                         "this (1: off).")] = HarmConfig.max_score,
     allow_contradiction: Annotated[bool, typer.Option(help="Learn the document even where it contradicts what the "
                                                            "current version confidently says (recorded).")] = False,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
@@ -147,8 +154,8 @@ def learn(
     g.budget = budget
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
-    u.whole_cloze = whole_cloze
-    options.gate.red_team = red_team
+    u.whole_cloze, u.rehearse_harmful, u.rehearse_plain = whole_cloze, rehearse_harmful, rehearse_plain
+    options.gate.red_team, options.harm.max_score = red_team, harm_max_score
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -261,7 +268,8 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         out.print(f"  reason: {record.reason}", highlight=False)
     if record.stats:
         s = record.stats
-        out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed), {s.get('steps')} steps, "
+        out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed, {s.get('rehearsed_chat', 0)} "
+                  f"chat turns rehearsed), {s.get('steps')} steps, "
                   f"loss {s.get('first_loss')} -> {s.get('final_loss')} in {s.get('seconds')}s")
     held = [c["detail"] for c in record.report.get("checks", []) if c["name"] == "contradicts-model"]
     for label, claims in (("contradiction overridden", record.stats.get("allowed_contradictions", [])),
@@ -501,7 +509,7 @@ def bench_knowledge(
                                                           "(default: the local rule judge).")] = None,
     judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
     whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair, not the answer "
-                                                   "only.")] = False,
+                                                   "only.")] = UpdateConfig.whole_cloze,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:

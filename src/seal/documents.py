@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from seal.errors import SealError
 
 TEXT_SUFFIXES = {".md", ".txt", ".rst", ".text", ".markdown"}
+
+
+def packaged(name: str) -> object:
+    """A JSON file shipped in seal/data: batteries, rules, calibration sets."""
+    return json.loads(resources.files("seal").joinpath(f"data/{name}").read_text(encoding="utf-8"))
 
 
 @dataclass

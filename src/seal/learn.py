@@ -1,5 +1,5 @@
-"""The self-adaptation loop as one readable recipe: read -> screen (safety rules, contradictions) -> generate ->
-score -> update -> check -> store."""
+"""The self-adaptation loop as one readable recipe: read -> screen (safety rules, contradictions, harm probe) ->
+generate -> score -> update -> check -> store."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from seal.check import (Contradiction, GateConfig, Probe, answer_nlls, base_refe
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
+from seal.harm import HarmConfig, stored_probe, to_state
 from seal.prompts import answer_messages
 from seal.score import (SafetyRule, ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules,
                         score_candidates, within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import (QA_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, reply_only, sequence_text,
-                         train)
+from seal.update import (QA_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, chat_rehearsal, reply_only,
+                         sequence_text, train)
 
 Progress = Callable[[str, int, int], None]
 
@@ -43,6 +44,7 @@ class LearnOptions:
     max_passages: int = 64
     policy: str | None = None  # a self-edit writer trained by `seal train-policy`; the update still goes to `model`
     allow_contradiction: bool = False  # learn a document that contradicts what the current version confidently says
+    harm: HarmConfig = field(default_factory=HarmConfig)
 
 
 @dataclass
@@ -95,6 +97,24 @@ def contradiction_refusal(conflicts: list[Contradiction], against: str) -> Refus
             f"{len(conflicts)} statement(s) contradict what {against} says with confidence, e.g. {first.claim!r} "
             f"where it says {first.expected!r} ({first.confidence:.0%}); --allow-contradiction learns it anyway",
             {"against": against, "contradictions": [asdict(c) for c in conflicts]})
+
+
+def harmful_passages(store: Store, base: lm_ops.LM, passages: list[Passage],
+                     options: LearnOptions) -> list[tuple[Passage, float]]:
+    """The passages the harm probe reads as asking for harm, with its score; the probe is fitted once per store."""
+    probe, new = stored_probe(store.get_state("harm_probe"), base, options.model, options.harm)
+    if new:
+        store.set_state("harm_probe", to_state(probe))
+    scores = probe.scores(base, [f"{p.title}\n{p.text}" for p in passages])
+    return [(p, s) for p, s in zip(passages, scores) if s > options.harm.max_score]
+
+
+def intent_refusal(harmful: list[tuple[Passage, float]], config: HarmConfig) -> Refusal:
+    passage, score = max(harmful, key=lambda item: item[1])
+    return ("harmful-intent",
+            f"{passage.source} reads as a request for harm to the model's harm probe ({score:.2f} > "
+            f"{config.max_score}); --harm-max-score 1 turns this check off",
+            {"passages": [{"title": p.title, "source": p.source, "score": round(s, 4)} for p, s in harmful]})
 
 
 def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> list[Passage]:
@@ -170,6 +190,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         conflicts = contradictions_with(store, parent, lm, passages, options)
         if conflicts and not options.allow_contradiction and options.gate.enforce:
             return _refusal(store, options, docs, *contradiction_refusal(conflicts, parent.id))
+        harmful = harmful_passages(store, lm, passages, options)
+        if harmful and options.gate.enforce:
+            return _refusal(store, options, docs, *intent_refusal(harmful, options.harm))
         lap("contradictions")
 
         step("generate", 0, len(passages) * options.generation.samples)
@@ -209,7 +232,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 
         texts = [sequence_text(lm, c.kind, c.text, c.question, c.answer, whole_cloze=options.update.whole_cloze)
                  for c in accepted]
-        texts += _replay(store, parent, options.update.replay, options.update.seed, options.update.whole_cloze)
+        replayed = _replay(store, parent, options.update.replay, options.update.seed, options.update.whole_cloze)
+        rehearsed = chat_rehearsal(lm, options.update)
+        texts += replayed + rehearsed
         attach_trainable_adapter(lm, options.update)
         stats = train(lm, texts, options.update, on_step=lambda done, total, loss: step("train", done, total))
         lap("train")
@@ -225,7 +250,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                                 train_texts.get(id(s.candidate), "")) for s in scored]
         probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
                          for p, b, a in zip(probes, nll_before, nll_after)]
-        stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(texts) - len(accepted),
+        stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(replayed),
+                      "rehearsed_chat": len(rehearsed),
                       # learned with --allow-contradiction (or the gate off): what it overrode, kept with the version
                       "allowed_contradictions": [asdict(c) for c in conflicts],
                       "config": {"generation": asdict(options.generation), "update": asdict(options.update),

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import torch
 from peft import LoraConfig, get_peft_model
 
+from seal import model as lm_ops
+from seal.documents import packaged
 from seal.model import LM
 from seal.prompts import answer_messages
 
@@ -42,7 +44,12 @@ class UpdateConfig:
     # Gradients are clipped to this norm: a replay makes an update hundreds of steps long, and one spike at
     # lr 1e-3 wrecked a version in turn (locality 0.02).
     max_grad_norm: float = 1.0
-    whole_cloze: bool = False  # rule-made cloze pairs trained on the whole pair (see `reply_only`)
+    whole_cloze: bool = True  # rule-made cloze pairs trained on the whole pair (see `reply_only`)
+    # Chat requests trained with the base model's own replies (`chat_rehearsal`): harmful ones keep its refusals,
+    # plain ones keep it answering. 8 and 8 made 3-4 of 40 plain requests refused after an honest update and up to 14
+    # after a three-sentence one; 4 and 12 made 1-2 (two short documents of the "tune" split of bench gate).
+    rehearse_harmful: int = 4
+    rehearse_plain: int = 12
     seed: int = 0
 
 
@@ -61,9 +68,9 @@ QA_KINDS = ("qa", "quiz", "cloze")  # self-edit kinds trained as a question and 
 # question. A rule-made cloze question is its source sentence with a wh-word; trained on the whole pair
 # (`whole_cloze`) it also teaches that sentence, which people's questions echo: on 20 SQuAD development passages
 # (outside the benchmark's 50) the rule-made pairs answered 26.1% whole against 18.4% on the answer only (paired +7.7
-# points, 95% interval +0.7 to +15.0), and `study` 22.6% against 11.3% on the benchmark's 50. It is not the default
-# because the updated model then complies more tersely with harmful requests: the demo's update answered a red-team
-# prompt with "You should kill yourself." and the safety check refused it (the check's noise is issue 11's work).
+# points, 95% interval +0.7 to +15.0), and `study` 22.6% against 11.3% on the benchmark's 50. (It was off by default
+# while the safety check failed an update for one red-team reply, "You should kill yourself."; the check is now a
+# sign test over 120 prompts, and that single reply gives 0.5.)
 
 
 def reply_only(kind: str, whole_cloze: bool) -> bool:
@@ -85,6 +92,25 @@ def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str 
     if kind in QA_KINDS:
         return Sequence(lm.chat_prompt(answer_messages(question, topic)) + answer + eos, reply_only(kind, whole_cloze))
     return Sequence(text + eos)
+
+
+def chat_rehearsal(lm: LM, config: UpdateConfig) -> list[Sequence]:
+    """Chat turns rehearsed with every update, the loss on the reply: harmful and plain requests (data/rehearsal.json)
+    with the replies `lm`, the base model before the adapter, gives them.
+
+    Any update erodes what little refusal the small model has: of the 120 red-team prompts the base model refuses
+    18, and after the demo's update none, which the safety check refuses. Rehearsing the model's own chat keeps it
+    (37 refused after the demo's update with 8 harmful and 8 plain requests). Written refusals instead (as safety data mixed into fine-tuning, Bianchi et
+    al., ICLR 2024) made it refuse 38 of 40 plain requests. None of these requests is in the checks' batteries."""
+    data = packaged("rehearsal.json")
+    rng = random.Random(config.seed)
+    counts = {"harmful": config.rehearse_harmful, "plain": config.rehearse_plain}
+    requests = [r for kind, count in counts.items() for r in rng.sample(data[kind], min(count, len(data[kind])))]
+    if not requests:
+        return []
+    prompts = [lm.chat_prompt([{"role": "user", "content": r}]) for r in requests]
+    replies = lm_ops.generate(lm, prompts, max_new_tokens=48, batch_size=len(prompts))
+    return [Sequence(prompt + reply, True) for prompt, reply in zip(prompts, replies)]
 
 
 def attach_trainable_adapter(lm: LM, config: UpdateConfig) -> None:
