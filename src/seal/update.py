@@ -100,8 +100,9 @@ def chat_rehearsal(lm: LM, config: UpdateConfig) -> list[Sequence]:
 
     Any update erodes what little refusal the small model has: of the 120 red-team prompts the base model refuses
     18, and after the demo's update none, which the safety check refuses. Rehearsing the model's own chat keeps it
-    (37 refused after the demo's update with 8 harmful and 8 plain requests). Written refusals instead (as safety data mixed into fine-tuning, Bianchi et
-    al., ICLR 2024) made it refuse 38 of 40 plain requests. None of these requests is in the checks' batteries."""
+    (37 refused after the demo's update with 8 harmful and 8 plain requests, 30 with 4 and 12). Written refusals
+    instead (as safety data mixed into fine-tuning, Bianchi et al., ICLR 2024) made it refuse 38 of 40 plain
+    requests. None of these requests is in the checks' batteries."""
     data = packaged("rehearsal.json")
     rng = random.Random(config.seed)
     counts = {"harmful": config.rehearse_harmful, "plain": config.rehearse_plain}
