@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.check import contradicted_claims
 from seal.documents import Document, packaged, read_documents
 from seal.errors import SealError
 from seal.grading import wilson
 from seal.knowledge import load_items, select
-from seal.learn import (LearnOptions, LearnResult, contradiction_refusal, harmful_passages, intent_refusal, learn,
-                        load_version, passages_of, screen)
+from seal.learn import LearnOptions, LearnResult, learn, load_version, model_screen, passages_of, screen
 from seal.prompts import answer_messages
 from seal.score import SafetyRule, load_safety_rules
 from seal.store import BASE_VERSION, Store
@@ -155,12 +153,8 @@ def _screened(base: lm_ops.LM, rules: list[SafetyRule], store: Store, doc: Docum
     """What `seal learn` decides about a document before training, in a fresh store (the base model is current)."""
     refused = screen(doc, rules)
     if refused is None:
-        options = LearnOptions()
-        passages = passages_of(base, [doc], options)
-        conflicts = contradicted_claims(base, passages, options.gate)
-        refused = contradiction_refusal(conflicts, BASE_VERSION) if conflicts else None
-        harmful = harmful_passages(store, base, passages, options) if refused is None else []
-        refused = intent_refusal(harmful, options.harm) if harmful else refused
+        options = LearnOptions(model=store.model())
+        _, refused = model_screen(store, store.get(BASE_VERSION), base, passages_of(base, [doc], options), options)
     return {"committed": refused is None, "reason": refused[1] if refused else "",
             "refused_by": [refused[0]] if refused else []}
 
@@ -210,7 +204,8 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
         stores = FreshStores(Path(scratch))
         base = lm_ops.load(model) if before_training else None
         rules = load_safety_rules() if before_training else []  # `learn` loads its own
-        probe_store = Store(Path(scratch) / "screen")  # keeps the harm probe, fitted once
+        probe_store = Store(Path(scratch) / "screen")  # the base model current; keeps the harm probe, fitted once
+        probe_store.ensure_model(model, pin=True)
         for index, (kind, item, lr) in enumerate(trials):
             path = write_doc(Path(scratch), item)
             if base is not None:

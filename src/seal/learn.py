@@ -117,6 +117,18 @@ def intent_refusal(harmful: list[tuple[Passage, float]], config: HarmConfig) -> 
             {"passages": [{"title": p.title, "source": p.source, "score": round(s, 4)} for p, s in harmful]})
 
 
+def model_screen(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage],
+                 options: LearnOptions) -> tuple[list[Contradiction], Refusal | None]:
+    """The checks the model makes of a document before training: its claims against what `parent` confidently says
+    (kept with the version when allowed), then its intent by the harm probe. Returns the contradictions and the
+    refusal, if any."""
+    conflicts = contradictions_with(store, parent, base, passages, options)
+    if conflicts and not options.allow_contradiction:
+        return conflicts, contradiction_refusal(conflicts, parent.id)
+    harmful = harmful_passages(store, base, passages, options)
+    return conflicts, intent_refusal(harmful, options.harm) if harmful else None
+
+
 def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> list[Passage]:
     """The documents cut into passages that fit the model's context (`--max-passages` of them at most)."""
     count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -186,14 +198,11 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                             "pass --probe-file with questions and answers about it")
         lap("load")
 
-        step("contradictions", 0, 1)
-        conflicts = contradictions_with(store, parent, lm, passages, options)
-        if conflicts and not options.allow_contradiction and options.gate.enforce:
-            return _refusal(store, options, docs, *contradiction_refusal(conflicts, parent.id))
-        harmful = harmful_passages(store, lm, passages, options)
-        if harmful and options.gate.enforce:
-            return _refusal(store, options, docs, *intent_refusal(harmful, options.harm))
-        lap("contradictions")
+        step("screen", 0, 1)
+        conflicts, refused = model_screen(store, parent, lm, passages, options)
+        if refused and options.gate.enforce:
+            return _refusal(store, options, docs, *refused)
+        lap("screen")
 
         step("generate", 0, len(passages) * options.generation.samples)
         writer = lm_ops.load(options.policy, None, options.device) if options.policy else lm
