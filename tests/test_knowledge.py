@@ -13,7 +13,9 @@ import pytest
 from seal.errors import SealError
 from seal.generate import GenerationConfig
 from seal.knowledge import KnowledgeConfig, load_items, run_knowledge, select
+from seal.learn import lineage_of
 from seal.report import report
+from seal.store import Store
 from seal.update import UpdateConfig
 
 DATA = Path(__file__).resolve().parent / "fixtures" / "invented_squad.json"
@@ -138,13 +140,25 @@ def test_cpt_mode_trains_one_adapter_over_all_passages(tmp_path, tiny_model_dir)
 
 
 def test_continual_mode_builds_the_matrix_for_each_arm(tmp_path, tiny_model_dir, home):
-    config = tiny_config(tiny_model_dir, mode="continual", sequence=2, arms=["gate", "no-gate"])
+    config = tiny_config(tiny_model_dir, mode="continual", sequence=2, unrelated=1,
+                         arms=["gate", "no-gate", "no-gate-no-replay"])
     run_knowledge(tmp_path / "cont", config)
     summary = report(tmp_path / "cont")
-    for arm in ("gate", "no-gate"):
+    for arm in ("gate", "no-gate", "no-gate-no-replay"):
         matrix = summary["arms"][arm]["matrix"]
         assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)  # (K+1) x K
-    assert all(summary["arms"]["no-gate"]["committed"])  # gate off keeps every update
+    kept = summary["arms"]["no-gate"]
+    assert all(kept["committed"])  # gate off keeps every update
+    # every learned passage right after its own step (the diagonal) and after the last (the last row)
+    matrix = kept["matrix"]
+    assert kept["learned"]["after_own_step"] == [matrix[1][0], matrix[2][1]]
+    assert kept["learned"]["after_last_step"] == matrix[2]
+    assert kept["unrelated"]["passages"] == 1 and all(t is not None for t in kept["learn_seconds"])
+    records = [json.loads(line) for line in (tmp_path / "cont" / "trials.jsonl").read_text().splitlines()]
+    lineages = {r["arm"]: r for r in records if r.get("step") == 1}
+    stores = tmp_path / "cont" / "stores"
+    assert lineage_of(Store(stores / "no-gate").get(lineages["no-gate"]["version"])) == "modules"
+    assert lineage_of(Store(stores / "no-gate-no-replay").get(lineages["no-gate-no-replay"]["version"])) == "replay"
     assert (tmp_path / "cont" / "continual-gate.png").exists()
 
 

@@ -2,6 +2,8 @@
 
 from seal.check import GateConfig
 from seal.learn import LearnOptions, _replay, learn, load_version
+from seal.prompts import answer_messages
+from seal.routing import BASE
 from seal.store import SelfEditRecord, Store, Version, now
 
 from conftest import BEACON
@@ -18,9 +20,32 @@ OPEN_GATE = dict(knowledge_min_improved=0.0, retention_min_kept=0.0, locality_mi
                  sanity_max_repetition=1.0, min_chance=0.0)
 
 
+def test_each_version_adds_a_module_and_prompts_go_to_the_document_they_are_about(tmp_path, tiny_model_dir,
+                                                                                  facts_file):
+    store = Store(tmp_path / "home")
+    assert learn(store, [str(facts_file)], options(tiny_model_dir, **OPEN_GATE)).committed
+    ferry = tmp_path / "ferry.md"
+    ferry.write_text("# Quellin Ferry\n\nThe Quellin ferry leaves Varrow pier at nine every morning.\n",
+                     encoding="utf-8")
+    second = learn(store, [str(ferry)], options(tiny_model_dir, **OPEN_GATE))
+    assert second.committed and second.stats["replayed"] == 0  # its update trains its own material only
+    assert "retention" in {c["name"] for c in second.report["checks"]}
+    assert not [p for p in store.adapter_path(store.get("v2")).iterdir() if p.is_dir()]  # one adapter saved
+    lm, vid = load_version(store)
+    assert vid == "v2" and set(lm.router.modules) == {"v1", "v2"}
+    ask = lambda question: lm.chat_prompt(answer_messages(question))  # noqa: E731
+    assert lm.router.pick(ask("When does the Quellin ferry leave Varrow pier?")) == "v2"
+    assert lm.router.pick(ask("What does the Brellick tide clock show?")) == "v1"
+    assert lm.router.pick(ask("How do I boil an egg?")) == BASE
+    first, _ = load_version(store, version_id="v1")  # an earlier version is its own modules only
+    assert set(first.router.modules) == {"v1"}
+
+
 def test_commit_then_build_on_it_with_replay(tmp_path, tiny_model_dir, facts_file):
     store = Store(tmp_path / "home")
-    first = learn(store, [str(facts_file)], options(tiny_model_dir, **OPEN_GATE))
+    replaying = options(tiny_model_dir, **OPEN_GATE)
+    replaying.update.lineage = "replay"
+    first = learn(store, [str(facts_file)], replaying)
     assert first.committed and first.version == "v1" and store.current_id() == "v1"
     assert (store.adapter_path(store.current()) / "adapter_model.safetensors").exists()
     assert set(first.timings) >= {"read", "load", "generate", "score", "checks_before", "train", "check", "commit"}
@@ -28,14 +53,14 @@ def test_commit_then_build_on_it_with_replay(tmp_path, tiny_model_dir, facts_fil
     second_doc = tmp_path / "ferry.md"
     second_doc.write_text("The Brellick ferry leaves the pier at nine every morning and returns at noon.",
                           encoding="utf-8")
-    second = learn(store, [str(second_doc)], options(tiny_model_dir, **OPEN_GATE))
+    second = learn(store, [str(second_doc)], replaying)
     assert second.committed and store.get("v2").parent == "v1"
     assert second.stats["replayed"] >= 1  # the first document's passage is rehearsed
     update = second.stats["config"]["update"]
     assert second.stats["rehearsed_chat"] == update["rehearse_harmful"] + update["rehearse_plain"]
     assert "retention" in {c["name"] for c in second.report["checks"]}
     lm, vid = load_version(store)
-    assert vid == "v2" and hasattr(lm.model, "peft_config")
+    assert vid == "v2" and hasattr(lm.model, "peft_config") and lm.router is None  # one adapter for every prompt
 
 
 def test_a_failed_check_keeps_the_current_version_and_records_why(tmp_path, tiny_model_dir, facts_file):

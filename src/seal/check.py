@@ -288,9 +288,10 @@ def _changed(before: dict[str, list[int]], after: dict[str, list[int]], prompts:
 
 def run_gate(
     lm: LM, probes: list[Probe], nll_before: list[float], earlier: list[tuple[Probe, float]], battery: Battery,
-    reference: dict, rules: list[SafetyRule], config: GateConfig,
+    reference: dict, rules: list[SafetyRule], config: GateConfig, whole: LM | None = None,
 ) -> tuple[GateReport, list[float]]:
-    """Run every check on the updated model; returns the report and the new probes' NLL after the update."""
+    """Run every check on the updated model; returns the report and the new probes' NLL after the update. `whole` is
+    the whole new version when `lm` is its new module alone: earlier versions' probes ask it."""
     checks: list[CheckResult] = []
 
     nll_after = answer_nlls(lm, probes)
@@ -315,7 +316,7 @@ def run_gate(
                               else config.knowledge_min_improved, detail))
 
     if earlier:
-        now = answer_nlls(lm, [p for p, _ in earlier])
+        now = answer_nlls(whole or lm, [p for p, _ in earlier])
         kept = [after < before for (_, before), after in zip(earlier, now)]
         value = sum(kept) / len(kept)
         checks.append(CheckResult("retention", value >= config.retention_min_kept, value, config.retention_min_kept,

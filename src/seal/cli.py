@@ -135,8 +135,11 @@ def learn(
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = UpdateConfig.lr,
     epochs: Annotated[int, typer.Option(min=1)] = UpdateConfig.epochs,
-    replay: Annotated[int, typer.Option(min=0, help="Most earlier training sequences rehearsed with this update "
-                                                    "(question-answer pairs first, in turns from every earlier version).")] = UpdateConfig.replay,
+    lineage: Annotated[str, typer.Option(help="modules: this version's adapter learns this material only, and each "
+                                              "prompt goes to the learned document it is about; replay: one adapter "
+                                              "per version, trained with a replay of earlier versions' material.")] = UpdateConfig.lineage,
+    replay: Annotated[int, typer.Option(min=0, help="Replay lineage: most earlier training sequences rehearsed with this "
+                                                    "update (question-answer pairs first, in turns from every earlier version).")] = UpdateConfig.replay,
     max_passages: Annotated[int, typer.Option(min=1, help="Longest document accepted, in passages of 320 tokens.")] = LearnOptions.max_passages,
     seed: Annotated[int, typer.Option()] = 0,
     model: ModelOption = None,
@@ -154,6 +157,7 @@ def learn(
     g.budget = budget
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
+    u.lineage = lineage
     u.whole_cloze, u.rehearse_harmful, u.rehearse_plain = whole_cloze, rehearse_harmful, rehearse_plain
     options.gate.red_team, options.harm.max_score = red_team, harm_max_score
     with progress_bar() as bar:
@@ -501,7 +505,9 @@ def bench_knowledge(
     samples: Annotated[int, typer.Option(min=1, help="Self-edits sampled per passage and condition.")] = 1,
     repeats: Annotated[int, typer.Option(min=1, help="Updates per self-edit, with different seeds.")] = 1,
     sequence: Annotated[int, typer.Option(min=1, help="Continual mode: passages learned in sequence.")] = 8,
-    arms: Annotated[str, typer.Option(help="Continual mode: gate, no-gate, no-gate-no-replay.")] = "gate,no-gate",
+    arms: Annotated[str, typer.Option(help="Continual mode: gate, no-gate, replay, no-gate-no-replay.")] = "gate,no-gate",
+    unrelated: Annotated[int, typer.Option(min=0, help="Continual mode: passages never learned, asked before the "
+                                                       "first step and after the last.")] = KnowledgeConfig.unrelated,
     epochs: Annotated[int, typer.Option(min=1, help="Inner LoRA update (default: the loop's).")] = UpdateConfig.epochs,
     lr: Annotated[float, typer.Option(help="Inner LoRA learning rate.")] = UpdateConfig.lr,
     rank: Annotated[int, typer.Option(min=1, help="Inner LoRA rank (alpha is twice the rank).")] = UpdateConfig.rank,
@@ -515,7 +521,8 @@ def bench_knowledge(
 ) -> None:
     """SEAL's knowledge-incorporation experiment: closed-book QA after each condition's update, with intervals."""
     config = KnowledgeConfig(data=data, conditions=_split(conditions), mode=mode, passages=passages, seed=seed,
-                             samples=samples, repeats=repeats, sequence=sequence, arms=_split(arms), model=model,
+                             samples=samples, repeats=repeats, sequence=sequence, unrelated=unrelated,
+                             arms=_split(arms), model=model,
                              device=device, judge_url=judge_url, judge_model=judge_model,
                              generation=GenerationConfig(samples=samples),
                              update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank,

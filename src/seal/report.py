@@ -126,13 +126,38 @@ def summarize_continual(config: dict, records: list[dict]) -> dict:
         matrix = [[row["accuracy"]["judge"] for row in base["rows"]]]
         matrix += [[row["accuracy"]["judge"] for row in step["rows"]] for step in steps]
         first = [row[0] for row in matrix]
-        arms[arm] = {"matrix": matrix, "committed": [s["committed"] for s in steps],
-                     "reasons": [s["reason"] for s in steps],
-                     "first_passage": {"base": first[0], "after_own_update": first[1], "after_last": first[-1],
-                                       "steps": len(steps)},
-                     "mean_learned_after_last": round(statistics.mean(matrix[-1][: len(steps)]), 4),
-                     "seconds_per_step": round(statistics.mean(s["seconds"] for s in steps), 1)}
+        # Each committed passage right after its own step, and after the last step.
+        learned = [k for k, s in enumerate(steps) if s["committed"]]
+        after_own = [matrix[k + 1][k] for k in learned]
+        at_end = [matrix[-1][k] for k in learned]
+        learn_seconds = [s.get("learn_seconds") for s in steps]
+        timed = [t for t in learn_seconds if t is not None]
+        entry = {"matrix": matrix, "committed": [s["committed"] for s in steps],
+                 "reasons": [s["reason"] for s in steps],
+                 "first_passage": {"base": first[0], "after_own_update": first[1], "after_last": first[-1],
+                                   "steps": len(steps)},
+                 "mean_learned_after_last": round(statistics.mean(matrix[-1][: len(steps)]), 4),
+                 "learned": {"passages": [steps[k]["passage"] for k in learned], "after_own_step": after_own,
+                             "after_last_step": at_end,
+                             "mean_after_own_step": round(statistics.mean(after_own), 4) if learned else None,
+                             "mean_after_last_step": round(statistics.mean(at_end), 4) if learned else None},
+                 "learn_seconds": learn_seconds,
+                 # the last three learns against the first three: what a growing lineage costs
+                 "learn_time_growth": round(statistics.mean(timed[-3:]) / statistics.mean(timed[:3]), 2)
+                 if len(timed) >= 6 else None,
+                 "seconds_per_step": round(statistics.mean(s["seconds"] for s in steps), 1)}
+        if learned and entry["learned"]["mean_after_own_step"]:
+            entry["learned"]["kept_share"] = round(entry["learned"]["mean_after_last_step"]
+                                                   / entry["learned"]["mean_after_own_step"], 4)
+        if "unrelated" in base and "unrelated" in steps[-1]:
+            entry["unrelated"] = {"passages": len(base["unrelated"]),
+                                  "untouched": _macro(base["unrelated"]), "after_last": _macro(steps[-1]["unrelated"])}
+        arms[arm] = entry
     return {"arms": arms}
+
+
+def _macro(rows: list[dict]) -> float:
+    return round(statistics.mean(row["accuracy"]["judge"] for row in rows), 4)
 
 
 def _pct(value: float) -> str:
@@ -155,7 +180,23 @@ def markdown(config: dict, summary: dict) -> str:
             lines += ["", f"Passage 0: {_pct(first['base'])}% untouched, {_pct(first['after_own_update'])}% after its "
                       f"own update, {_pct(first['after_last'])}% after {k} updates. Mean over learned passages after "
                       f"the last step: {_pct(result['mean_learned_after_last'])}%. "
-                      f"{result['seconds_per_step']} s per step."]
+                      f"{result['seconds_per_step']} s per step (learn and every question)."]
+            learned = result.get("learned", {})
+            if learned.get("mean_after_own_step") is not None:
+                kept = learned.get("kept_share")
+                lines += ["", f"Learned passages ({len(learned['passages'])} committed): "
+                          f"{_pct(learned['mean_after_own_step'])}% right after their own step, "
+                          f"{_pct(learned['mean_after_last_step'])}% after the last"
+                          + (f" ({_pct(kept)}% kept)." if kept is not None else ".")]
+            if result.get("unrelated"):
+                u = result["unrelated"]
+                lines += ["", f"Unrelated passages ({u['passages']}, never learned): {_pct(u['untouched'])}% untouched, "
+                          f"{_pct(u['after_last'])}% after the last step."]
+            timed = [t for t in result.get("learn_seconds", []) if t is not None]
+            if timed:
+                growth = result.get("learn_time_growth")
+                lines += ["", "`seal learn` seconds per step: " + ", ".join(f"{t:.0f}" for t in timed)
+                          + (f" (last three / first three: {growth}x)." if growth else ".")]
         return "\n".join(lines) + "\n"
     table = summary["conditions"]
     lines += ["", "Macro-averaged over passages, 95% bootstrap intervals in brackets (%).", "",

@@ -1,10 +1,14 @@
 """Stage 4: the update. LoRA (peft) on the accepted sequences, with a plain training loop.
 
 Pad tokens never count in the loss (SEAL pads to 2048 and trains on the padding; seal does not). Every version's
-adapter is trained afresh from the base weights on its new sequences plus a replay of its lineage's (see
-`learn._replay`), so each version is one self-contained adapter of one size. Continuing the previous adapter instead
-bound answers to the wrong questions: six development documents learned in turn answered 5 of 30 questions that
-way, and 13 of 30 with a fresh adapter and every earlier training text replayed (each document alone: 19 of 30).
+adapter is trained afresh from the base weights. How versions build on each other is the `lineage` setting:
+"modules" (the default) trains it on the version's own material only, and a version is its lineage's adapters with
+a router that gives each prompt to one of them (`routing.py`), so an update costs the same after 32 versions as
+after one and trains over nothing learned before; "replay" trains it on its material plus a replay of its
+lineage's (`learn._replay`), one self-contained adapter per version, whose update grows with the lineage.
+Continuing the previous adapter instead bound answers to the wrong questions: six development documents learned in
+turn answered 5 of 30 questions that way, and 13 of 30 with a fresh adapter and every earlier training text
+replayed (each document alone: 19 of 30).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ class UpdateConfig:
     batch_size: int = 1
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
-    # Most earlier sequences rehearsed with each new version; what is not replayed is not in the new adapter, and
-    # the update's time grows with it (each 150-word document adds about 25 sequences to later replays).
+    lineage: str = "modules"  # modules | replay (see the module's docstring)
+    # Replay lineage: most earlier sequences rehearsed with each new version; what is not replayed is not in the new
+    # adapter, and the update's time grows with it (each 150-word document adds about 25 sequences to later replays).
     replay: int = 400
     max_tokens: int = 384  # per training sequence
     # Short sequences are packed into rows of up to this many tokens. Measured on the embedded model (3 invented
@@ -63,6 +68,7 @@ class TrainStats:
     seconds: float
 
 
+LINEAGES = ("modules", "replay")
 QA_KINDS = ("qa", "quiz", "cloze")  # self-edit kinds trained as a question and its answer
 # A question the model wrote is trained with the loss on its answer only: the update learns the answer, not the
 # question. A rule-made cloze question is its source sentence with a wh-word; trained on the whole pair

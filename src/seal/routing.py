@@ -1,0 +1,62 @@
+"""Which adapter answers a prompt, when a version is a set of modules (one LoRA adapter per learned document).
+
+A module's own documents decide what it answers: a prompt goes to the module whose documents hold the largest
+share of the prompt's content words, weighted by how rare each word is among the modules (a word every document
+has says nothing about which one is asked about), and to the base model when no module holds at least
+`min_coverage` of it. The words of the prompt's scaffolding (chat template, instructions) do not count.
+
+Measured without a model (`../shared/data/squad`, SQuAD questions against their own passages among 16, 32 and 64
+learned ones, and the 276 red-team, locality, sanity and rehearsal prompts, which match no passage): at 0.3, 94-96%
+of questions went to their passage's module and 6-18% of the unrelated prompts to some module; at 0.5, 78-84% and
+1-5%. A question that reaches the wrong module is answered as the base model would, or worse; an unrelated prompt
+that reaches a module meets what the gate checked (every module is checked on every prompt of its batteries).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from seal.text import content_words, stems
+
+BASE = "__base__"  # peft's name for "no adapter" in a batch of mixed adapters
+
+
+def words_of(text: str) -> frozenset[str]:
+    return frozenset(stems(content_words(text)))
+
+
+@dataclass
+class Router:
+    modules: dict[str, frozenset[str]]  # adapter name -> the stems of its documents
+    scaffolding: frozenset[str] = frozenset()  # words of the prompt template, ignored
+    min_coverage: float = 0.3
+    only: str | None = None  # every prompt to this adapter (how the gate checks a new module on its own)
+    _weights: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        count = len(self.modules)
+        holders: dict[str, int] = {}
+        for words in self.modules.values():
+            for word in words:
+                holders[word] = holders.get(word, 0) + 1
+        self._weights = {word: math.log(1 + (count + 1) / (n + 0.5)) for word, n in holders.items()}
+        self._unseen = math.log(1 + (count + 1) / 0.5)  # a word no module holds weighs the most
+
+    def weight(self, word: str) -> float:
+        return self._weights.get(word, self._unseen)
+
+    def pick(self, prompt: str) -> str:
+        """The adapter that answers `prompt` (`BASE` for the base model)."""
+        if self.only is not None:
+            return self.only
+        asked = words_of(prompt) - self.scaffolding
+        total = sum(self.weight(w) for w in asked)
+        if not asked or not self.modules:
+            return BASE
+        coverage = {name: sum(self.weight(w) for w in asked & words) / total for name, words in self.modules.items()}
+        best = max(reversed(coverage), key=lambda name: coverage[name])  # a tie goes to the newest module
+        return best if coverage[best] >= self.min_coverage else BASE
+
+    def names(self, prompts: list[str]) -> list[str]:
+        return [self.pick(p) for p in prompts]
