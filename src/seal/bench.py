@@ -20,9 +20,11 @@ from seal.documents import Document, packaged, read_documents
 from seal.errors import SealError
 from seal.grading import wilson
 from seal.knowledge import load_items, select
-from seal.learn import LearnOptions, LearnResult, learn, load_version, model_screen, passages_of, screen
+from seal.harm import HarmConfig
+from seal.learn import (LearnOptions, LearnResult, intent_judge as intent_judge_of, learn, load_version, model_screen,
+                        passages_of, screen)
 from seal.prompts import answer_messages
-from seal.score import SafetyRule, load_safety_rules
+from seal.score import Judge, SafetyRule, load_safety_rules
 from seal.store import BASE_VERSION, Store
 from seal.text import covers
 
@@ -149,12 +151,13 @@ def _options(model: str, condition: Condition, strategies: list[str]) -> LearnOp
     return options
 
 
-def _screened(base: lm_ops.LM, rules: list[SafetyRule], store: Store, doc: Document) -> dict:
+def _screened(base: lm_ops.LM, rules: list[SafetyRule], store: Store, doc: Document, options: LearnOptions,
+              judge: Judge | None) -> dict:
     """What `seal learn` decides about a document before training, in a fresh store (the base model is current)."""
     refused = screen(doc, rules)
     if refused is None:
-        options = LearnOptions(model=store.model())
-        _, refused = model_screen(store, store.get(BASE_VERSION), base, passages_of(base, [doc], options), options)
+        _, refused = model_screen(store, store.get(BASE_VERSION), base, passages_of(base, [doc], options), options,
+                                  judge)
     return {"committed": refused is None, "reason": refused[1] if refused else "",
             "refused_by": [refused[0]] if refused else []}
 
@@ -178,7 +181,8 @@ class FreshStores:
 
 def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, overtrained_lr: float = 3e-2,
                honest_data: str | None = None, honest_passages: int = 0, honest_offset: int = 0,
-               before_training: bool = False) -> dict:
+               before_training: bool = False, intent_judge: str | None = None,
+               intent_judge_model: str = HarmConfig.judge_model) -> dict:
     """How often the gate lets honest documents through and refuses harmful, self-contradicting, poisoning (false
     "corrections" of what the model knows) or over-trained ones, with 95% intervals and the checks that refused.
 
@@ -186,8 +190,16 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
     the locality and sanity checks exist to catch. `honest_data` adds real passages (SEAL's format, e.g. SQuAD's)
     to the honest set: `honest_passages` of them, after skipping `honest_offset` of a seeded shuffle.
     `before_training` runs only the checks a document meets before any training, with the base model: seconds per
-    document instead of a minute, for calibrating them on many documents.
+    document instead of a minute, for calibrating them on many documents. `intent_judge` adds an LLM judge of
+    intent (a local model path or an OpenAI-compatible URL), as `seal learn --intent-judge` does.
     """
+
+    def options_for(lr: float | None) -> LearnOptions:
+        options = LearnOptions(model=model)
+        options.update.lr = lr or options.update.lr
+        options.harm.judge, options.harm.judge_model = intent_judge, intent_judge_model
+        return options
+
     out.mkdir(parents=True, exist_ok=True)
     sets = packaged("gate_calibration.json")
     trials = [(kind, item, None) for kind, docs in sets.items() for item in docs[:limit]]
@@ -206,14 +218,13 @@ def bench_gate(out: Path, model: str, say: Report, limit: int | None = None, ove
         rules = load_safety_rules() if before_training else []  # `learn` loads its own
         probe_store = Store(Path(scratch) / "screen")  # the base model current; keeps the harm probe, fitted once
         probe_store.ensure_model(model, pin=True)
+        judge = intent_judge_of(options_for(None), base) if base is not None else None
         for index, (kind, item, lr) in enumerate(trials):
             path = write_doc(Path(scratch), item)
             if base is not None:
-                record = _screened(base, rules, probe_store, read_documents([str(path)])[0])
+                record = _screened(base, rules, probe_store, read_documents([str(path)])[0], options_for(None), judge)
             else:
-                options = LearnOptions(model=model)
-                options.update.lr = lr or options.update.lr
-                _, result = stores.learn(f"{kind}-{index}", [str(path)], options)
+                _, result = stores.learn(f"{kind}-{index}", [str(path)], options_for(lr))
                 record = {"committed": result.committed, "reason": result.reason,
                           "refused_by": [c["name"] for c in result.report["checks"] if not c["passed"]],
                           "checks": {c["name"]: c.get("value") for c in result.report["checks"]}}

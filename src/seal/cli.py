@@ -118,6 +118,10 @@ def learn(
     judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge: self, a local model path, or a URL of "
                                                        "an OpenAI-compatible server (…/v1).")] = None,
     judge_model: Annotated[str, typer.Option(help="Model name sent to a judge URL.")] = ScoreConfig.judge_model,
+    intent_judge: Annotated[Optional[str], typer.Option(help="An LLM asked whether the document and each kept "
+                                                             "self-edit would lead to harm: a local model path or "
+                                                             "an OpenAI-compatible URL (…/v1).")] = None,
+    intent_judge_model: Annotated[str, typer.Option(help="Model name sent to an intent judge URL.")] = HarmConfig.judge_model,
     probe_file: Annotated[Optional[Path], typer.Option(help="JSON list of {question, answer} the update must learn.")] = None,
     safety_rules: Annotated[Optional[Path], typer.Option(help="Extra safety rules: JSON list of {name, pattern}.")] = None,
     red_team: Annotated[Optional[Path], typer.Option(help="Extra red-team prompts for the safety check: JSON list of "
@@ -160,6 +164,7 @@ def learn(
     u.lineage = lineage
     u.whole_cloze, u.rehearse_harmful, u.rehearse_plain = whole_cloze, rehearse_harmful, rehearse_plain
     options.gate.red_team, options.harm.max_score = red_team, harm_max_score
+    options.harm.judge, options.harm.judge_model = intent_judge, intent_judge_model
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -459,12 +464,16 @@ def bench_gate(
                                                            "of it tuned the contradiction check.")] = 400,
     before_training: Annotated[bool, typer.Option(help="Only the checks before training (seconds per document): "
                                                        "calibrate them on many documents.")] = False,
+    intent_judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge of intent, as seal learn "
+                                                             "--intent-judge.")] = None,
+    intent_judge_model: Annotated[str, typer.Option(help="Model name sent to an intent judge URL.")] = HarmConfig.judge_model,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
 ) -> None:
     """The gate's calibration: honest documents accepted; harmful, self-contradicting, poisoning and over-trained
     ones refused; 95% intervals and the checks that refused."""
     run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit, honest_data=honest_data,
-                   honest_passages=honest_passages, honest_offset=honest_offset, before_training=before_training)
+                   honest_passages=honest_passages, honest_offset=honest_offset, before_training=before_training,
+                   intent_judge=intent_judge, intent_judge_model=intent_judge_model)
     out.print((out_dir / "gate.md").read_text())
 
 

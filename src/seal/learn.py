@@ -116,16 +116,42 @@ def intent_refusal(harmful: list[tuple[Passage, float]], config: HarmConfig) -> 
             {"passages": [{"title": p.title, "source": p.source, "score": round(s, 4)} for p, s in harmful]})
 
 
-def model_screen(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage],
-                 options: LearnOptions) -> tuple[list[Contradiction], Refusal | None]:
+def intent_judge(options: LearnOptions, base: lm_ops.LM) -> Judge | None:
+    """The LLM judge of intent the user named (`--intent-judge`), if any."""
+    return Judge(options.harm.judge, options.harm.judge_model, base) if options.harm.judge else None
+
+
+def judge_refusal(passages: list[Passage], verdicts: list[float], config: HarmConfig) -> Refusal | None:
+    harmful = [(p, v) for p, v in zip(passages, verdicts) if v > config.judge_max]
+    if not harmful:
+        return None
+    return ("harmful-intent", f"{harmful[0][0].source} reads as a request for harm to the intent judge "
+                              f"{config.judge}; drop --intent-judge to learn it",
+            {"judge": config.judge, "passages": [{"title": p.title, "source": p.source, "score": round(v, 4)}
+                                                 for p, v in harmful]})
+
+
+def model_screen(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage], options: LearnOptions,
+                 judge: Judge | None = None) -> tuple[list[Contradiction], Refusal | None]:
     """The checks the model makes of a document before training: its claims against what `parent` confidently says
-    (kept with the version when allowed), then its intent by the harm probe. Returns the contradictions and the
-    refusal, if any."""
+    (kept with the version when allowed), then its intent by the harm probe, and by the intent judge when there is
+    one. Returns the contradictions and the refusal, if any."""
     conflicts = contradictions_with(store, parent, base, passages, options)
     if conflicts and not options.allow_contradiction:
         return conflicts, contradiction_refusal(conflicts, parent.id)
     harmful = harmful_passages(store, base, passages, options)
-    return conflicts, intent_refusal(harmful, options.harm) if harmful else None
+    if harmful:
+        return conflicts, intent_refusal(harmful, options.harm)
+    verdicts = judge.harm([f"{p.title}\n{p.text}" for p in passages]) if judge else []
+    return conflicts, judge_refusal(passages, verdicts, options.harm)
+
+
+def reject_harmful_self_edits(scored: list[Scored], judge: Judge, config: HarmConfig) -> None:
+    """The intent judge reads every self-edit the evaluator kept: a model may write harm its document never said."""
+    kept = [s for s in scored if s.accepted and s.candidate.kind != "passage"]
+    for item, verdict in zip(kept, judge.harm([s.candidate.text for s in kept])):
+        if verdict > config.judge_max:
+            item.accepted, item.score, item.reason = False, 0.0, f"the intent judge reads harm in it ({verdict:.2f})"
 
 
 def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> list[Passage]:
@@ -199,7 +225,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("load")
 
         step("screen", 0, 1)
-        conflicts, refused = model_screen(store, parent, lm, passages, options)
+        intent = intent_judge(options, lm)
+        conflicts, refused = model_screen(store, parent, lm, passages, options, intent)
         if refused and options.gate.enforce:
             return _refusal(store, options, docs, *refused)
         lap("screen")
@@ -211,6 +238,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
 
         judge = Judge(options.scoring.judge, options.scoring.judge_model, lm) if options.scoring.judge else None
         scored = score_candidates(candidates, passages, options.scoring, rules, judge)
+        if intent:
+            reject_harmful_self_edits(scored, intent, options.harm)
         unsafe = [s for s in scored if s.candidate.kind == "passage" and not s.accepted]
         if unsafe:
             return _refusal(store, options, docs, "safety-rules", f"a passage is flagged: {unsafe[0].reason}",
