@@ -91,7 +91,7 @@ def test_replay_rehearses_every_earlier_versions_pairs_before_passages(tmp_path,
 
     first_two = _replay(store, latest, budget=2, seed=0)
     assert {text[:2] for text, _ in first_two} == {"q1", "q2"}  # one pair from each earlier version first
-    everything = _replay(store, latest, budget=100, seed=0)
+    everything = _replay(store, latest, budget=100, seed=0, whole_cloze=False)
     assert sorted(everything[:4]) == [("q1a", True), ("q1b", True), ("q1c", True), ("q2a", True)]
     assert ("q1c", False) in _replay(store, latest, budget=100, seed=0, whole_cloze=True)  # the rule-made pair
     assert everything[4:] == [("P1", False), ("P2", False), ("r1", False)]  # then passages, then other self-edits

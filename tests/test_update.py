@@ -53,7 +53,7 @@ def test_a_question_answer_pair_is_labelled_only_on_its_reply(tiny_model_dir):
 def test_a_rule_made_question_is_trained_whole_only_when_asked_and_a_passage_always(tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
     question, answer = "It was built in 1893 by which?", "Oswin Tarrow"
-    assert sequence_text(lm, "cloze", "", question, answer).reply_only
+    assert sequence_text(lm, "cloze", "", question, answer, whole_cloze=False).reply_only
     assert not sequence_text(lm, "cloze", "", question, answer, whole_cloze=True).reply_only
     assert not sequence_text(lm, "passage", FACTS).reply_only
     assert sequence_text(lm, "quiz", "", "Who built it?", answer, whole_cloze=True).reply_only

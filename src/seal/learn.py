@@ -160,7 +160,8 @@ def passages_of(lm: lm_ops.LM, docs: list[Document], options: LearnOptions) -> l
     return [p for d in docs for p in split_passages(d, count, options.max_passage_tokens, options.max_passages)]
 
 
-def _replay(store: Store, parent: Version, budget: int, seed: int, whole_cloze: bool = False) -> list[Sequence]:
+def _replay(store: Store, parent: Version, budget: int, seed: int,
+            whole_cloze: bool = UpdateConfig.whole_cloze) -> list[Sequence]:
     """Earlier versions' training texts to rehearse: their question-answer pairs first, taken in turns from every
     earlier version (a pair is what makes a fact answerable, and each version keeps a share), then their passages,
     then their other self-edits."""

@@ -92,7 +92,7 @@ class Sequence(NamedTuple):
 
 
 def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str = "",
-                  topic: str | None = None, whole_cloze: bool = False) -> Sequence:
+                  topic: str | None = None, whole_cloze: bool = UpdateConfig.whole_cloze) -> Sequence:
     """How a candidate is written as training text: QA pairs in the exact form questions are later asked."""
     eos = lm.tokenizer.eos_token or ""
     if kind in QA_KINDS:
