@@ -109,7 +109,13 @@ def test_a_document_contradicting_what_the_model_knows_is_held_back_unless_allow
     detail = store.get(held.version).report["checks"][0]["detail"]
     assert detail["against"] == "v0" and detail["contradictions"][0]["expected"] == "Kelmore"
 
-    opts.allow_contradiction = True
+    opts.gate.enforce = False  # the gate off learns it, and says what the check before training would have done
+    unchecked = learn(store, [str(poison)], opts)
+    assert unchecked.committed and "would refuse before training" in unchecked.reason
+    assert store.get(unchecked.version).stats["screen_would_refuse"]["check"] == "contradicts-model"
+    store.set_current("v0")
+
+    opts.gate.enforce, opts.allow_contradiction = True, True
     allowed = learn(store, [str(poison)], opts)
     assert allowed.committed
     assert [c["claim"] for c in store.get(allowed.version).stats["allowed_contradictions"]] == ["Dravin"]

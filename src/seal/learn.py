@@ -307,6 +307,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                                  "threshold": options.scoring.threshold}}
         keep = report.passed or not options.gate.enforce
         reason = "" if report.passed else f"gate off; it would refuse: {report.reason}" if keep else report.reason
+        if refused:  # only reached with the gate off: what the checks before training would have refused
+            stats_dict["screen_would_refuse"] = {"check": refused[0], "reason": refused[1]}
+            reason = "; ".join(filter(None, [f"gate off; it would refuse before training: {refused[1]}", reason]))
         version = Version("", parent.id, "committed" if keep else "rolled_back", now(),
                           options.model, _sources(docs), None, kept, rejected, stats_dict, report.to_dict(), reason)
         if keep:
