@@ -509,7 +509,10 @@ def continual_arm(run: RunFolder, config: KnowledgeConfig, items: list[Item], un
             result = learn(store, [str(doc)], options)
             version_id, committed, reason = result.version, result.committed, result.reason
             learn_seconds = round(time.perf_counter() - start, 2)
-        lm, _ = load_version(store, config.model, config.device)
+        # The version this step left current (its parent when refused), not the store's current one: a resumed run
+        # may have learned further before it was stopped.
+        shown = version_id if committed else store.get(version_id).parent
+        lm, _ = load_version(store, config.model, config.device, shown)
         rows = _closed_book(lm, items, config, judge)
         last = {"unrelated": _closed_book(lm, unrelated, config, judge)} if step == len(items) else {}
         run.append([{"key": key, "mode": "continual", "arm": arm, "step": step, "passage": item.id,
