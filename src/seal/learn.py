@@ -214,10 +214,10 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         lap("read")
 
         step("load", 0, 1)
-        store.ensure_model(options.model, pin=True)
-        parent = store.get(store.current_id())  # v0, the base model, until something is committed
         # The base weights, not the current version's: the new adapter is trained afresh (update.py says why).
         lm = lm_ops.load(options.model, None, options.device)
+        store.ensure_model(options.model, pin=True)  # once it loads: a model that does not exist is not pinned
+        parent = store.get(store.current_id())  # v0, the base model, until something is committed
         passages = passages_of(lm, docs, options)
         cloze = [cloze_probes([passage], options.gate.probes_per_passage) for passage in passages]
         if user_probes is None and not any(cloze):
