@@ -56,6 +56,9 @@ def test_bad_documents_create_no_version(home, tiny_model_dir, tmp_path, content
 def test_missing_file_missing_model_unknown_version(home, tiny_model_dir, facts_file, tmp_path):
     one_line_error(run("learn", str(tmp_path / "nope.md"), "--model", str(tiny_model_dir)), "no such file")
     one_line_error(run("learn", str(facts_file), "--model", str(tmp_path / "no-model")), "does not exist")
+    assert Store(home).model() is None  # a model that failed to load is not made the store's
+    one_line_error(run("learn", str(facts_file), "--model", str(tiny_model_dir), "--lineage", "stack"),
+                   "unknown lineage 'stack'")
     one_line_error(run("rollback", "v7"), "unknown version")
     one_line_error(run("show", "v7"), "unknown version")
 

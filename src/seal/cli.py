@@ -23,7 +23,7 @@ from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_le
 from seal.generate import GenerationConfig
 from seal.knowledge import KnowledgeConfig, RunFolder, run_knowledge
 from seal.harm import HarmConfig
-from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, load_version
+from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, lineage_modules, lineage_of, load_version
 from seal.policy import PolicyConfig, run_policy
 from seal.report import report
 from seal.reward import ExecutorConfig
@@ -280,6 +280,9 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed, {s.get('rehearsed_chat', 0)} "
                   f"chat turns rehearsed), {s.get('steps')} steps, "
                   f"loss {s.get('first_loss')} -> {s.get('final_loss')} in {s.get('seconds')}s")
+    if record.status == "committed" and lineage_of(record) == "modules":
+        names = [m.name for m in lineage_modules(store, record)]
+        out.print(f"  modules: {', '.join(names)} (each prompt goes to the one whose documents it is about)")
     held = [c["detail"] for c in record.report.get("checks", []) if c["name"] == "contradicts-model"]
     for label, claims in (("contradiction overridden", record.stats.get("allowed_contradictions", [])),
                           ("contradicts", held[0]["contradictions"] if held else [])):
