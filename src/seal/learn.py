@@ -299,7 +299,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
                          for p, b, a in zip(probes, nll_before, nll_after)]
         stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(replayed),
-                      "rehearsed_chat": len(rehearsed),
+                      "rehearsed_chat": len(rehearsed), "timings": dict(timings),  # seconds per stage, to the checks
                       # learned with --allow-contradiction (or the gate off): what it overrode, kept with the version
                       "allowed_contradictions": [asdict(c) for c in conflicts],
                       "config": {"generation": asdict(options.generation), "update": asdict(options.update),
