@@ -131,7 +131,8 @@ def summarize_continual(config: dict, records: list[dict]) -> dict:
         after_own = [matrix[k + 1][k] for k in learned]
         at_end = [matrix[-1][k] for k in learned]
         learn_seconds = [s.get("learn_seconds") for s in steps]
-        timed = [t for t in learn_seconds if t is not None]
+        # committed learns only: a document refused before training takes seconds and says nothing of the growth
+        timed = [s["learn_seconds"] for s in steps if s.get("learn_seconds") is not None and s["committed"]]
         entry = {"matrix": matrix, "committed": [s["committed"] for s in steps],
                  "reasons": [s["reason"] for s in steps],
                  "first_passage": {"base": first[0], "after_own_update": first[1], "after_last": first[-1],
@@ -142,7 +143,7 @@ def summarize_continual(config: dict, records: list[dict]) -> dict:
                              "mean_after_own_step": round(statistics.mean(after_own), 4) if learned else None,
                              "mean_after_last_step": round(statistics.mean(at_end), 4) if learned else None},
                  "learn_seconds": learn_seconds,
-                 # the last three learns against the first three: what a growing lineage costs
+                 # the last three committed learns against the first three: what a growing lineage costs
                  "learn_time_growth": round(statistics.mean(timed[-3:]) / statistics.mean(timed[:3]), 2)
                  if len(timed) >= 6 else None,
                  "seconds_per_step": round(statistics.mean(s["seconds"] for s in steps), 1)}
@@ -196,7 +197,7 @@ def markdown(config: dict, summary: dict) -> str:
             if timed:
                 growth = result.get("learn_time_growth")
                 lines += ["", "`seal learn` seconds per step: " + ", ".join(f"{t:.0f}" for t in timed)
-                          + (f" (last three / first three: {growth}x)." if growth else ".")]
+                          + (f" (last three committed / first three: {growth}x)." if growth else ".")]
         return "\n".join(lines) + "\n"
     table = summary["conditions"]
     lines += ["", "Macro-averaged over passages, 95% bootstrap intervals in brackets (%).", "",
