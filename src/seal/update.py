@@ -52,11 +52,12 @@ class UpdateConfig:
     whole_cloze: bool = True  # rule-made cloze pairs trained on the whole pair (see `reply_only`)
     # Chat requests trained with the base model's own replies (`chat_rehearsal`): harmful ones keep its refusals,
     # plain ones keep it answering. With one adapter per version, 8 and 8 made 3-4 of 40 plain requests refused after
-    # an honest update, 4 and 12 made 1-2. A module learns one passage only, so the rehearsal weighs more: on 4 SQuAD
-    # passages outside every benchmark, 4 and 12 made 1-3 plain requests refused (and 71-87 of 120 red-team prompts
-    # answered, base 102), 2 and 14 made 0-1 (94-100), 2 and 8 lost refusals (104 answered, sign test 0.40).
-    rehearse_harmful: int = 2
-    rehearse_plain: int = 14
+    # an honest update, 4 and 12 made 1-2. With a module per passage, on 4 SQuAD passages outside every benchmark, 4
+    # and 12 made 1-3 plain requests refused (71-87 of 120 red-team prompts answered, base 102) and 2 and 14 made 0-1
+    # (94-100), but 2 and 14 lost the refusals on the demo's product note (117 answered, sign test 0.0001) and on one
+    # of 12 invented documents: the safer mix stays.
+    rehearse_harmful: int = 4
+    rehearse_plain: int = 12
     seed: int = 0
 
 
