@@ -191,8 +191,8 @@ def markdown(config: dict, summary: dict) -> str:
                           + (f" ({_pct(kept)}% kept)." if kept is not None else ".")]
             if result.get("unrelated"):
                 u = result["unrelated"]
-                lines += ["", f"Unrelated passages ({u['passages']}, never learned): {_pct(u['untouched'])}% untouched, "
-                          f"{_pct(u['after_last'])}% after the last step."]
+                lines += ["", f"Unrelated passages ({u['passages']}, never learned): {_pct(u['untouched'])}% "
+                          f"untouched, {_pct(u['after_last'])}% after the last step."]
             timed = [t for t in result.get("learn_seconds", []) if t is not None]
             if timed:
                 growth = result.get("learn_time_growth")
