@@ -34,6 +34,7 @@ class Router:
     min_coverage: float = 0.4
     only: str | None = None  # every prompt to this adapter (how the gate checks a new module on its own)
     _weights: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _unseen: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         count = len(self.modules)
