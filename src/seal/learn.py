@@ -285,7 +285,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         if modular:  # the new module is checked on its own; earlier versions' probes ask the whole new version
             modules = lineage_modules(store, parent)
             lm_ops.attach_modules(lm, {m.name: m.path for m in modules})
-            new_words = words_of("\n".join([d.title for d in docs] + [p.text for p in passages]))
+            new_words = taught_words([d.title for d in docs], [p.text for p in passages])
             whole = replace(lm, router=router_for(lm, {**{m.name: m.words for m in modules}, NEW_MODULE: new_words}))
             lm.router = Router({}, only=NEW_MODULE)
         report, nll_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules, options.gate,
@@ -350,17 +350,23 @@ def lineage_of(version: Version) -> str:
     return version.stats.get("config", {}).get("update", {}).get("lineage", "replay")
 
 
+def taught_words(titles: list[str], passages: list[str]) -> frozenset[str]:
+    """What the router knows of a module: the words of its documents' titles and passages."""
+    return words_of("\n".join(titles + passages))
+
+
 def lineage_modules(store: Store, version: Version) -> list[Module]:
     """The adapters that make up `version` under the modules lineage, oldest first: its own and its committed
     ancestors', back to the nearest one built by replay, whose adapter holds its whole lineage."""
     chain = [v for v in store.lineage(version.id) if v.adapter_dir is not None]
     modules = []
     for index in range(len(chain) - 1, -1, -1):
-        holds = chain[: index + 1] if lineage_of(chain[index]) == "replay" else [chain[index]]
-        texts = [s.get("title") or "" for v in holds for s in v.sources]
-        texts += [e.text for v in holds for e in store.self_edits(v.id) if e.kind == "passage"]
-        modules.append(Module(chain[index].id, store.adapter_path(chain[index]), words_of("\n".join(texts))))
-        if lineage_of(chain[index]) == "replay":
+        replayed = lineage_of(chain[index]) == "replay"
+        holds = chain[: index + 1] if replayed else [chain[index]]
+        words = taught_words([s.get("title") or "" for v in holds for s in v.sources],
+                             [e.text for v in holds for e in store.self_edits(v.id) if e.kind == "passage"])
+        modules.append(Module(chain[index].id, store.adapter_path(chain[index]), words))
+        if replayed:
             break
     return modules[::-1]
 
