@@ -12,7 +12,8 @@ import pytest
 
 from seal.errors import SealError
 from seal.generate import GenerationConfig
-from seal.knowledge import KnowledgeConfig, load_items, run_knowledge, select
+from seal.knowledge import KnowledgeConfig, run_knowledge
+from seal.squad import load_items, select
 from seal.learn import lineage_of
 from seal.report import report
 from seal.store import Store

@@ -18,7 +18,8 @@ from seal import model as lm_ops
 from seal.cli import app
 from seal.errors import SealError
 from seal.generate import GenerationConfig
-from seal.knowledge import Item, KnowledgeConfig, load_items, run_knowledge, select
+from seal.knowledge import KnowledgeConfig, run_knowledge
+from seal.squad import Item, load_items, select
 from seal.policy import Choice, PolicyConfig, round_stats, run_policy, select_best, sft_pairs, training_items
 from seal.prompts import STRATEGIES, self_edit_messages
 from seal.report import report

@@ -19,7 +19,7 @@ from seal import model as lm_ops
 from seal.documents import Document, packaged, read_documents
 from seal.errors import SealError
 from seal.grading import wilson
-from seal.knowledge import load_items, select
+from seal.squad import load_items, select
 from seal.harm import HarmConfig
 from seal.learn import (LearnOptions, LearnResult, intent_judge as intent_judge_of, learn, load_version, model_screen,
                         passages_of, screen)

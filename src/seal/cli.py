@@ -21,7 +21,8 @@ from seal import model as lm_ops
 from seal.errors import SealError
 from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
 from seal.generate import GenerationConfig
-from seal.knowledge import KnowledgeConfig, RunFolder, run_knowledge
+from seal.knowledge import KnowledgeConfig, run_knowledge
+from seal.runs import RunFolder
 from seal.harm import HarmConfig
 from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, lineage_modules, lineage_of, load_version
 from seal.policy import PolicyConfig, run_policy

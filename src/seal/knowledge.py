@@ -5,19 +5,13 @@ answer the passage's questions closed-book (its title as the topic), grade, and 
 CPT mode: one update over all selected passages, then all questions. Continual mode: `seal learn` on K passages
 in sequence (gate on, and gate off), evaluating every passage after every step: the forgetting matrix.
 
-A run folder holds config.json and trials.jsonl; each finished unit of work is appended (and fsynced) as one
-JSON line, so a killed run restarted with the same --out skips what is done. Every trial is seeded from its own
-key, never from the order work happens in, so a resumed run gives the same numbers as an uninterrupted one.
+Results go to a run folder (`runs.py`): a killed run restarted with the same --out skips what is done and gives the
+same numbers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import random
 import time
-import zlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,12 +24,14 @@ from seal import model as lm_ops
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, candidates_from, write_self_edits
-from seal.grading import RemoteJudge, grade
+from seal.grading import RemoteJudge
 from seal.learn import LearnOptions, learn, load_version
 from seal.model import LM
-from seal.prompts import STRATEGIES, answer_messages, open_book_messages
+from seal.prompts import STRATEGIES
+from seal.runs import RunFolder, repair, seed_for
 from seal.score import ScoreConfig, load_safety_rules, score_candidates, within_budget
 from seal.spans import answer_spans, cloze_question
+from seal.squad import Item, accuracy, answer_questions, context_sha256, load_external, load_items, select
 from seal.text import has_phrase
 from seal.store import Store
 from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, sequence_text, train
@@ -48,16 +44,6 @@ ARMS = {"gate": "the loop as shipped: a module per passage, routed, and the gate
         "replay": "the gate on, one adapter per version trained with a replay of the lineage's material",
         "no-gate-no-replay": "one adapter per version, no replay, every update kept (each version knows only its "
                              "own passage)"}
-
-
-@dataclass
-class Item:
-    """One passage with its questions; `id` is its index in the data file, stable across runs."""
-
-    id: int
-    title: str
-    context: str
-    questions: list[tuple[str, str]]
 
 
 @dataclass
@@ -83,93 +69,6 @@ class KnowledgeConfig:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-
-def _entry_error(path: str, index: int, entry: object, problem: str) -> SealError:
-    title = entry.get("title") if isinstance(entry, dict) else None
-    name = f"entry {index}" + (f" ({title!r})" if isinstance(title, str) else "")
-    return SealError(f"{path}: {name} {problem}")
-
-
-def _from_official(data: dict, path: str) -> list[dict]:
-    """SQuAD v1.1's official layout ({data: [{title, paragraphs: [{context, qas}]}]}) in SEAL's flat one.
-
-    Only the first gold answer of each question is kept (SEAL's format has one).
-    """
-    flat = []
-    for number, article in enumerate(data["data"]):
-        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            raise SealError(f"{path}: article {number} of 'data' needs a 'paragraphs' list")
-        for paragraph in article["paragraphs"]:
-            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
-                raise SealError(f"{path}: article {number} ({article.get('title')!r}) has a paragraph without 'qas'")
-            questions = [{"question": qa.get("question"), "answer": (qa.get("answers") or [{}])[0].get("text")}
-                         if isinstance(qa, dict) else {} for qa in paragraph["qas"]]
-            flat.append({"title": article.get("title", "").replace("_", " "), "context": paragraph.get("context"),
-                         "questions": questions})
-    return flat
-
-
-def load_items(path: str) -> list[Item]:
-    """Passages in SEAL's format ([{title, context, questions: [{question, answer}]}]) or SQuAD v1.1's JSON."""
-    try:
-        raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SealError(f"data file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise SealError(f"{path} is not valid JSON: {err}") from err
-    if isinstance(raw, dict) and isinstance(raw.get("data"), list):
-        raw = _from_official(raw, path)
-    if not isinstance(raw, list) or not raw:
-        raise SealError(f"{path}: expected a non-empty list of {{title, context, questions}} or SQuAD's JSON")
-    items = []
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise _entry_error(path, index, entry, "is not an object")
-        for key, kind in (("title", str), ("context", str), ("questions", list)):
-            if not isinstance(entry.get(key), kind) or not entry[key]:
-                raise _entry_error(path, index, entry, f"has a missing or empty {key!r}")
-        questions = []
-        for number, qa in enumerate(entry["questions"]):
-            if not isinstance(qa, dict) or not all(isinstance(qa.get(k), str) and qa[k].strip()
-                                                   for k in ("question", "answer")):
-                raise _entry_error(path, index, entry, f"question {number} needs a non-empty question and answer")
-            questions.append((qa["question"].strip(), qa["answer"].strip()))
-        items.append(Item(index, entry["title"].strip(), entry["context"].strip(), questions))
-    return items
-
-
-def select(items: list[Item], count: int, seed: int) -> list[Item]:
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    return [items[i] for i in order[:count]]
-
-
-def load_external(path: str, items: list[Item], samples: int) -> dict[int, list[str]]:
-    """Completions per passage from a file in SEAL's format with a `completions` list, matched by context."""
-    try:
-        raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise SealError(f"cannot read external self-edits {path}: {err}") from err
-    if not isinstance(raw, list):
-        raise SealError(f"{path}: expected a list of {{title, context, completions}}")
-    by_context = {}
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict) or not isinstance(entry.get("context"), str):
-            raise _entry_error(path, index, entry, "has no 'context'")
-        completions = entry.get("completions")
-        if not isinstance(completions, list) or not all(isinstance(c, str) and c.strip() for c in completions):
-            raise _entry_error(path, index, entry, "needs a 'completions' list of non-empty strings")
-        if len(completions) < samples:
-            raise _entry_error(path, index, entry, f"has {len(completions)} completions; --samples asks for {samples}")
-        by_context[entry["context"].strip()] = completions
-    missing = [item.title for item in items if item.context not in by_context]
-    if missing:
-        raise SealError(f"{path} has no completions for {len(missing)} selected passages, e.g. {missing[0]!r}")
-    return {item.id: by_context[item.context] for item in items}
-
-
-def context_sha256(item: Item) -> str:
-    return hashlib.sha256(item.context.encode()).hexdigest()
 
 
 def check_unseen(condition: str, items: list[Item]) -> None:
@@ -198,96 +97,6 @@ def check_conditions(conditions: list[str]) -> None:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-
-class RunFolder:
-    """config.json, then trials.jsonl appended one finished unit at a time."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.trials_path = root / "trials.jsonl"
-
-    def start(self, config: object, extendable: tuple[str, ...] = ()) -> None:
-        """Write the run's settings, or check a resumed run has the same ones (`extendable` ones may change:
-        conditions or rounds added to a run reuse everything already done)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        wanted = json.loads(json.dumps(asdict(config)))
-        path = self.root / "config.json"
-        if path.exists():
-            existing = self.config()
-            changed = sorted(k for k in set(wanted) | set(existing) if wanted.get(k) != existing.get(k))
-            if any(k not in extendable for k in changed):
-                raise SealError(f"{self.root} holds a run with other settings ({', '.join(changed)}); "
-                                "resume it with the same options or choose another --out")
-            if not changed:
-                return
-        staging = path.with_suffix(".tmp")
-        staging.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
-        os.replace(staging, path)
-
-    def config(self) -> dict:
-        path = self.root / "config.json"
-        if not path.exists():
-            raise SealError(f"{self.root} is not a benchmark run folder (no config.json)")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise SealError(f"cannot read {path}: {err}") from err
-
-    def records(self) -> list[dict]:
-        if not self.trials_path.exists():
-            return []
-        records: dict[str, dict] = {}
-        for line in self.trials_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill: its unit is redone
-            records.setdefault(record["key"], record)  # a redone unit gives the same record; keep the first
-        return list(records.values())
-
-    def done(self) -> set[str]:
-        return {r["key"] for r in self.records()}
-
-    def append(self, records: list[dict]) -> None:
-        text = "".join(json.dumps(r) + "\n" for r in records)
-        with open(self.trials_path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def repair(run: RunFolder) -> None:
-    """Cut a last line a kill left without its newline, so new records start on a line of their own."""
-    if not run.trials_path.exists():
-        return
-    data = run.trials_path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        os.truncate(run.trials_path, data.rfind(b"\n") + 1)
-
-
-def seed_for(*parts: object) -> int:
-    return zlib.crc32("/".join(map(str, parts)).encode())
-
-
-# -----------------------------------------------------------------------------------------------------------------
-
-def answer_questions(lm: LM, items: list[Item], max_tokens: int, judge: RemoteJudge | None,
-                     open_book: bool = False) -> list[list[dict]]:
-    """Every question of every item in one greedy batch, graded; closed-book unless `open_book`."""
-    prompts = [lm.chat_prompt(open_book_messages(item.title, item.context, question) if open_book
-                              else answer_messages(question, topic=item.title))
-               for item in items for question, _ in item.questions]
-    replies = iter(lm_ops.generate(lm, prompts, max_tokens, batch_size=16))
-    graded = []
-    for item in items:
-        answers = []
-        for question, gold in item.questions:
-            reply = next(replies)
-            answers.append({"question": question, "gold": gold, "prediction": reply,
-                            **asdict(grade(reply, gold, judge, question))})
-        graded.append(answers)
-    return graded
-
 
 class Bench:
     """The base model loaded once, with one LoRA adapter re-initialised for every trial."""
@@ -388,12 +197,6 @@ class Bench:
         self.reset(seed)
         stats = train(self.lm, texts, UpdateConfig(**{**asdict(self.config.update), "seed": seed}))
         return self.answer(items), stats.final_loss
-
-
-def accuracy(rows: list[dict]) -> dict[str, float]:
-    """Mean of each metric over graded answers, or over trials' accuracies."""
-    return {metric: round(sum(float(r[metric]) for r in rows) / len(rows), 4)
-            for metric in ("em", "f1", "contains", "judge")}
 
 
 def coverage(texts: list[Sequence], item: Item) -> int:

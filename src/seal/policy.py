@@ -25,7 +25,9 @@ from seal import model as lm_ops
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.generate import GenerationConfig, write_self_edits
-from seal.knowledge import Item, KnowledgeConfig, RunFolder, context_sha256, load_items, repair, seed_for, select
+from seal.knowledge import KnowledgeConfig
+from seal.runs import RunFolder, repair, seed_for
+from seal.squad import Item, context_sha256, load_items, select
 from seal.prompts import STRATEGIES, self_edit_messages
 from seal.reward import Executor, ExecutorConfig, Trial, make_executor
 from seal.sft import SFTConfig, save_checkpoint, sft

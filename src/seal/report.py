@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from seal.errors import SealError  # noqa: E402
 from seal.grading import Interval, bootstrap, paired  # noqa: E402
-from seal.knowledge import ARMS, FIXED, RunFolder  # noqa: E402
+from seal.knowledge import ARMS, FIXED  # noqa: E402
+from seal.runs import RunFolder  # noqa: E402
 from seal.model import read_lineage  # noqa: E402
 
 METRICS = ("judge", "contains", "f1", "em")

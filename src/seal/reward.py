@@ -18,7 +18,8 @@ from typing import Protocol
 import torch
 
 from seal.errors import SealError
-from seal.knowledge import Bench, Item, KnowledgeConfig, accuracy
+from seal.knowledge import Bench, KnowledgeConfig
+from seal.squad import Item, accuracy
 from seal.model import deterministic
 from seal.update import Sequence
 
