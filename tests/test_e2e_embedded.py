@@ -12,8 +12,6 @@ import pytest
 import seal as seal_package
 from seal.text import covers
 
-from conftest import EXAMPLES
-
 SEAL = str(Path(sys.executable).with_name("seal"))
 
 
@@ -26,36 +24,10 @@ def seal(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 @pytest.mark.embedded
-def test_learn_ask_rollback_on_the_embedded_model(tmp_path):
-    home = tmp_path / "home"
-    shared_cache = Path.home() / ".seal" / "models"
-    if (shared_cache / "smollm2-135m-instruct" / "model.safetensors").exists():  # reuse a converted model
-        (home / "models").mkdir(parents=True)
-        shutil.copytree(shared_cache / "smollm2-135m-instruct", home / "models" / "smollm2-135m-instruct")
-    result = seal(home, "learn", str(EXAMPLES / "acme-x200.md"), "--probe-file",
-                  str(EXAMPLES / "acme-x200.probes.json"), "--json", check=False)
-    payload = json.loads(result.stdout)
-    assert result.returncode == 0, payload["reason"]
-    assert payload["committed"] and payload["version"] == "v1"
-    assert payload["kept"] > 0
-    knowledge = next(c for c in payload["report"]["checks"] if c["name"] == "knowledge")
-    assert knowledge["detail"]["mean_nll_after"] < knowledge["detail"]["mean_nll_before"]
-
-    answer = json.loads(seal(home, "ask", "Which engineer led the development of the Acme X200?", "--json").stdout)
-    assert answer["version"] == "v1" and answer["answer"]
-
-    seal(home, "rollback", "v0")
-    history = json.loads(seal(home, "history", "--json").stdout)
-    assert history["current"] == "v0" and [v["id"] for v in history["versions"]] == ["v0", "v1"]
-    assert json.loads(seal(home, "ask", "Which engineer led the Acme X200?", "--json").stdout)["version"] == "v0"
-    seal(home, "rollback", "v1")
-    assert json.loads(seal(home, "history", "--json").stdout)["current"] == "v1"
-
-
-@pytest.mark.embedded
-def test_default_self_study_answers_a_question_the_base_model_could_not(tmp_path):
+def test_learn_answer_and_roll_back_on_the_embedded_model(tmp_path):
     """An invented document learned with the defaults; then questions worded as a person asks them, which no training
-    text contains. The document is one where `seal bench learn` found the update reliable (seed 0)."""
+    text contains; then rollback and forward again. The document is one where `seal bench learn` found the update
+    reliable (seed 0). One learn, because each takes minutes on a CPU."""
     home = tmp_path / "home"
     shared_cache = Path.home() / ".seal" / "models"
     if (shared_cache / "smollm2-135m-instruct" / "model.safetensors").exists():
@@ -67,8 +39,12 @@ def test_default_self_study_answers_a_question_the_base_model_could_not(tmp_path
     doc.write_text(f"# {item['title']}\n\n{item['context']}\n", encoding="utf-8")
     asked = [q for q in item["questions"] if q["answer"] in ("River Tamber", "212")]
     before = [json.loads(seal(home, "ask", "--version", "v0", q["question"], "--json").stdout)["answer"] for q in asked]
-    payload = json.loads(seal(home, "learn", str(doc), "--json").stdout)
-    assert payload["committed"] and payload["version"] == "v1"
+    result = seal(home, "learn", str(doc), "--json", check=False)
+    payload = json.loads(result.stdout)
+    assert result.returncode == 0, payload["reason"]
+    assert payload["committed"] and payload["version"] == "v1" and payload["kept"] > 0
+    knowledge = next(c for c in payload["report"]["checks"] if c["name"] == "knowledge")
+    assert knowledge["detail"]["mean_nll_after"] < knowledge["detail"]["mean_nll_before"]
     shown = json.loads(seal(home, "show", "v1", "--json").stdout)
     quiz = [e for e in shown["self_edits"] if e["kind"] == "quiz"]
     assert any(e["accepted"] for e in quiz) and any(not e["accepted"] for e in quiz)
@@ -79,3 +55,10 @@ def test_default_self_study_answers_a_question_the_base_model_could_not(tmp_path
     assert newly, list(zip(before, after))
     table = seal(home, "show", "v1").stdout
     assert "quiz pairs" in table and "round trip" in table
+
+    seal(home, "rollback", "v0")
+    history = json.loads(seal(home, "history", "--json").stdout)
+    assert history["current"] == "v0" and [v["id"] for v in history["versions"]] == ["v0", "v1"]
+    assert json.loads(seal(home, "ask", asked[0]["question"], "--json").stdout)["version"] == "v0"
+    seal(home, "rollback", "v1")
+    assert json.loads(seal(home, "history", "--json").stdout)["current"] == "v1"
