@@ -165,7 +165,8 @@ def test_continual_mode_builds_the_matrix_for_each_arm(tmp_path, tiny_model_dir,
 
 def test_resume_after_kill_gives_identical_results(tmp_path, tiny_model_dir):
     args = [str(Path(sys.executable).parent / "seal"), "bench", "knowledge", "--data", str(DATA), "--passages", "3",
-            "--conditions", "base,passage,implications", "--model", str(tiny_model_dir), "--epochs", "2"]
+            "--conditions", "base,passage,implications", "--model", str(tiny_model_dir), "--epochs", "2",
+            "--batch-trials", "2"]  # one passage per batch, so the kill lands between batches
     env = {**os.environ, "SEAL_HOME": str(tmp_path / "home")}
     subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, env=env, capture_output=True)
     killed = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,

@@ -348,6 +348,8 @@ def train_policy(
     workers: Annotated[int, typer.Option(min=1, help="process and ray: workers, each with its own model.")] = 2,
     ray_address: Annotated[Optional[str], typer.Option(help="Join a Ray cluster (auto, ray://host:port); "
                                                             "default: start a local one.")] = None,
+    batch_trials: Annotated[int, typer.Option(min=1, help="Reward trials each worker trains and asks together "
+                                                          "(one adapter slot each).")] = ExecutorConfig.batch_trials,
     judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible judge for rewards (default: rule judge).")] = None,
     judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
     model: Annotated[str, typer.Option(help="The base model the user adapts, and the first policy.")] = lm_ops.EMBEDDED,
@@ -369,7 +371,7 @@ def train_policy(
                               update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank),
                               sft=SFTConfig(lr=sft_lr, epochs=sft_epochs))
     with task_bars() as tick:
-        summary = run_policy(out_dir, config, ExecutorConfig(executor, workers, ray_address), tick)
+        summary = run_policy(out_dir, config, ExecutorConfig(executor, workers, ray_address, batch_trials), tick)
     table = Table("round", "mean", "best", "kept", "kept mean", "passage", "sd samples", "sd repeats", "SFT loss",
                   "trials/h", title="rewards: closed-book accuracy after the update")
     for r in summary["rounds"]:
@@ -481,6 +483,30 @@ def bench_gate(
     out.print((out_dir / "gate.md").read_text())
 
 
+@bench_app.command("trials")
+@friendly
+def bench_trials(
+    data: Annotated[str, typer.Option(help="Passages with questions (SEAL's SQuAD format or SQuAD's JSON).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for trials.json and trials.md.")] = Path("runs/bench-trials"),
+    passages: Annotated[int, typer.Option(min=1, help="Training passages (after the knowledge benchmark's 50).")] = 4,
+    samples: Annotated[int, typer.Option(min=1, help="Self-edits per passage.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Updates per self-edit.")] = 2,
+    batch_sizes: Annotated[str, typer.Option(help="Trials per batch to compare, the first as the reference.")] = "1,8",
+    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Reward trials per hour, one at a time and batched: the same trials, with the rewards compared."""
+    from seal.bench_trials import bench_trials as run_bench_trials
+
+    try:
+        sizes = tuple(int(size) for size in _split(batch_sizes))
+    except ValueError:
+        raise SealError(f"--batch-sizes {batch_sizes!r}: give whole numbers, e.g. 1,8") from None
+    run_bench_trials(out_dir, data, model, lambda line: err.print(line, highlight=False), passages, samples, repeats,
+                     sizes, device)
+    out.print((out_dir / "trials.md").read_text())
+
+
 @bench_app.command("serve")
 @friendly
 def bench_serve(
@@ -529,13 +555,15 @@ def bench_knowledge(
     judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
     whole_cloze: Annotated[bool, typer.Option(help="Train rule-made cloze pairs on the whole pair, not the answer "
                                                    "only.")] = UpdateConfig.whole_cloze,
+    batch_trials: Annotated[int, typer.Option(min=1, help="Updates trained and asked together (single and cpt "
+                                                          "modes; the results do not depend on it).")] = KnowledgeConfig.batch_trials,
     model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
     """SEAL's knowledge-incorporation experiment: closed-book QA after each condition's update, with intervals."""
     config = KnowledgeConfig(data=data, conditions=_split(conditions), mode=mode, passages=passages, seed=seed,
                              samples=samples, repeats=repeats, sequence=sequence, unrelated=unrelated,
-                             arms=_split(arms), model=model,
+                             arms=_split(arms), model=model, batch_trials=batch_trials,
                              device=device, judge_url=judge_url, judge_model=judge_model,
                              generation=GenerationConfig(samples=samples),
                              update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank,

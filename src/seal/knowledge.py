@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-from peft.tuners.lora import LoraLayer
 
 from seal import model as lm_ops
 from seal.documents import Passage
+from seal.engine import Update, Updated, UpdateRunner
 from seal.errors import SealError
 from seal.generate import SELF_STUDY, Candidate, GenerationConfig, candidates_from, write_self_edits
 from seal.grading import RemoteJudge
@@ -34,7 +32,7 @@ from seal.spans import answer_spans, cloze_question
 from seal.squad import Item, accuracy, answer_questions, context_sha256, load_external, load_items, select
 from seal.text import has_phrase
 from seal.store import Store
-from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, sequence_text, train
+from seal.update import Sequence, UpdateConfig, sequence_text
 
 Progress = Callable[[str, int, int], None]  # (condition, done, total)
 FIXED = ("base", "in-context", "passage", "oracle-qa", "cloze")
@@ -66,6 +64,7 @@ class KnowledgeConfig:
     judge_model: str = "gpt-4.1-mini"
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(samples=1))
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    batch_trials: int = 8  # updates trained and asked together (`engine.py`); results do not depend on it
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -99,28 +98,17 @@ def check_conditions(conditions: list[str]) -> None:
 # -----------------------------------------------------------------------------------------------------------------
 
 class Bench:
-    """The base model loaded once, with one LoRA adapter re-initialised for every trial."""
+    """The base model loaded once with the batched engine's adapter slots (`engine.py`); outside a batch's rows it
+    is the base model, which writes the self-edits."""
 
     def __init__(self, config: KnowledgeConfig):
         self.config = config
-        self.lm = lm_ops.load(config.model, None, config.device)
-        attach_trainable_adapter(self.lm, config.update)
+        judge = RemoteJudge(config.judge_url, config.judge_model) if config.judge_url else None
+        self.runner = UpdateRunner(config.model, config.device, config.update, config.batch_trials,
+                                   config.answer_tokens, judge)
+        self.lm = self.runner.lm
         self.rules = load_safety_rules()
-        self.judge = RemoteJudge(config.judge_url, config.judge_model) if config.judge_url else None
         self.writers: dict[str, LM] = {}
-
-    def base_off(self):
-        return self.lm.model.disable_adapter()
-
-    def reset(self, seed: int) -> None:
-        """A fresh adapter (A random from `seed`, B zero): the model is exactly the base model again."""
-        torch.manual_seed(seed)
-        for module in self.lm.model.modules():
-            if isinstance(module, LoraLayer):
-                module.reset_lora_parameters("default", True)
-
-    def answer(self, items: list[Item], open_book: bool = False) -> list[list[dict]]:
-        return answer_questions(self.lm, items, self.config.answer_tokens, self.judge, open_book)
 
     def writer(self, condition: str) -> LM:
         """The model that writes self-edits: the base model, or a trained policy checkpoint."""
@@ -151,9 +139,7 @@ class Bench:
             generation = GenerationConfig(**{**asdict(self.config.generation), "strategy": strategy,
                                              "samples": self.config.samples,
                                              "seed": seed_for(item.id, condition.removesuffix(FILTERED))})
-            writer = self.writer(condition)
-            with self.base_off() if writer is self.lm else nullcontext():
-                candidates, completions = write_self_edits(writer, [passage], generation)
+            candidates, completions = write_self_edits(self.writer(condition), [passage], generation)
             candidates = [c for c in candidates if c.kind != "passage"]
         samples = []
         for sample in range(len(completions)):  # scored per sample: the evaluator drops lines it has already seen
@@ -167,8 +153,7 @@ class Bench:
     def self_study(self, item: Item, passage: Passage, condition: str) -> dict:
         generation = GenerationConfig(**{**asdict(self.config.generation), "strategy": condition,
                                          "samples": self.config.study_samples, "seed": seed_for(item.id, condition)})
-        with self.base_off():
-            candidates, _ = write_self_edits(self.lm, [passage], generation)
+        candidates, _ = write_self_edits(self.lm, [passage], generation)
         scored = score_candidates([c for c in candidates if c.kind != "passage"], [passage], ScoreConfig(), self.rules)
         kept = within_budget([s.candidate for s in scored if s.accepted], generation.budget)
         quiz = [s for s in scored if s.candidate.kind == "quiz"]
@@ -193,10 +178,6 @@ class Bench:
     def oracle_texts(self, item: Item) -> list[Sequence]:
         return [sequence_text(self.lm, "qa", "", q, a, topic=item.title) for q, a in item.questions]
 
-    def updated_answers(self, texts: list[Sequence], items: list[Item], seed: int) -> tuple[list[list[dict]], float]:
-        self.reset(seed)
-        stats = train(self.lm, texts, UpdateConfig(**{**asdict(self.config.update), "seed": seed}))
-        return self.answer(items), stats.final_loss
 
 
 def coverage(texts: list[Sequence], item: Item) -> int:
@@ -205,35 +186,55 @@ def coverage(texts: list[Sequence], item: Item) -> int:
     return sum(has_phrase(joined, gold) for _, gold in item.questions)
 
 
-def single_trial(bench: Bench, item: Item, condition: str, external: dict[str, dict[int, list[str]]]) -> dict:
+@dataclass
+class Unit:
+    """One passage under one condition: its updates (one per sample and repeat; none trained for base and
+    in-context), run with other units' in the engine's batches, and what each trial records beside its answers."""
+
+    item: Item
+    condition: str
+    updates: list[Update]
+    trials: list[dict]
+    seconds: float  # writing the self-edits
+
+
+def prepare_unit(bench: Bench, item: Item, condition: str, external: dict[str, dict[int, list[str]]]) -> Unit:
     start = time.perf_counter()
-    trials = []
     if condition in ("base", "in-context"):
-        with bench.base_off():
-            answers = bench.answer([item], open_book=condition == "in-context")[0]
-        trials.append({"sample": 0, "repeat": 0, "answers": answers, "accuracy": accuracy(answers)})
+        return Unit(item, condition, [Update(None, [item], open_book=condition == "in-context")],
+                    [{"sample": 0, "repeat": 0}], 0.0)
+    if condition == "passage":
+        samples = [{"texts": []}]
+    elif condition == "oracle-qa":
+        samples = [{"texts": bench.oracle_texts(item)}]
+    elif condition == "cloze":
+        samples = [{"texts": bench.cloze_texts(item)}]
     else:
-        if condition == "passage":
-            samples = [{"texts": []}]
-        elif condition == "oracle-qa":
-            samples = [{"texts": bench.oracle_texts(item)}]
-        elif condition == "cloze":
-            samples = [{"texts": bench.cloze_texts(item)}]
-        else:
-            samples = bench.self_edits(item, condition, external)
-        for sample, edit in enumerate(samples):
-            for repeat in range(bench.config.repeats):
-                texts = [bench.passage_text(item)] + edit["texts"]
-                answers, loss = bench.updated_answers(texts, [item], seed_for(item.id, condition, sample, repeat))
-                answers = answers[0]
-                trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
-                               "final_loss": loss, "answers": answers, "accuracy": accuracy(answers),
-                               **{k: v for k, v in edit.items() if k != "texts"},
-                               "self_edits": [text for text, _ in edit["texts"]],
-                               **({"coverage": coverage(edit["texts"], item)} if condition != "passage" else {})})
-    return {"key": f"{item.id}/{condition}", "mode": "single", "passage": item.id, "title": item.title,
-            "condition": condition, "questions": len(item.questions), "accuracy": accuracy([t["accuracy"] for t in trials]),
-            "seconds": round(time.perf_counter() - start, 2), "trials": trials}
+        samples = bench.self_edits(item, condition, external)
+    updates, trials = [], []
+    for sample, edit in enumerate(samples):
+        for repeat in range(bench.config.repeats):
+            texts = [bench.passage_text(item)] + edit["texts"]
+            updates.append(Update(texts, [item], seed_for(item.id, condition, sample, repeat)))
+            trials.append({"sample": sample, "repeat": repeat, "train_sequences": len(texts),
+                           **{k: v for k, v in edit.items() if k != "texts"},
+                           "self_edits": [text for text, _ in edit["texts"]],
+                           **({"coverage": coverage(edit["texts"], item)} if condition != "passage" else {})})
+    return Unit(item, condition, updates, trials, time.perf_counter() - start)
+
+
+def unit_record(unit: Unit, results: list[Updated], seconds_per_update: float) -> dict:
+    trials = []
+    for trial, result in zip(unit.trials, results):
+        answers = result.answers[0]
+        outcome = {"final_loss": result.outcome.final_loss,
+                   **({"failed": result.outcome.failed} if result.outcome.failed else {})} if result.outcome else {}
+        trials.append({**trial, **outcome, "answers": answers, "accuracy": accuracy(answers)})
+    item = unit.item
+    return {"key": f"{item.id}/{unit.condition}", "mode": "single", "passage": item.id, "title": item.title,
+            "condition": unit.condition, "questions": len(item.questions),
+            "accuracy": accuracy([t["accuracy"] for t in trials]),
+            "seconds": round(unit.seconds + seconds_per_update * len(results), 2), "trials": trials}
 
 
 def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[str, dict[int, list[str]]],
@@ -241,8 +242,7 @@ def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[st
     """One adapter over every selected passage (and its self-edits), then every question."""
     start = time.perf_counter()
     if condition in ("base", "in-context"):
-        with bench.base_off():
-            graded = bench.answer(items, open_book=condition == "in-context")
+        graded = bench.runner.run([Update(None, items, open_book=condition == "in-context")])[0].answers
     else:
         texts = []
         for done, item in enumerate(items):
@@ -254,7 +254,7 @@ def cpt_trial(bench: Bench, items: list[Item], condition: str, external: dict[st
             elif condition != "passage":
                 texts += [t for edit in bench.self_edits(item, condition, external) for t in edit["texts"]]
             progress(condition, done, len(items) + 1)
-        graded, _ = bench.updated_answers(texts, items, seed_for("cpt", condition))
+        graded = bench.runner.run([Update(texts, items, seed_for("cpt", condition))])[0].answers
     seconds = round((time.perf_counter() - start) / len(items), 2)
     return [{"key": f"cpt/{condition}/{item.id}", "mode": "cpt", "passage": item.id, "title": item.title,
              "condition": condition, "questions": len(item.questions), "accuracy": accuracy(answers),
@@ -346,7 +346,7 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
         if condition.startswith("policy:"):
             check_unseen(condition, chosen)
     run = RunFolder(out)
-    run.start(config, extendable=("conditions",))
+    run.start(config, extendable=("conditions", "batch_trials"))
     repair(run)
     if config.mode == "continual":
         for arm in config.arms:
@@ -363,13 +363,25 @@ def run_knowledge(out: Path, config: KnowledgeConfig, progress: Progress | None 
         return run
     for condition in config.conditions:
         tick(condition, sum(1 for i in chosen if f"{i.id}/{condition}" in done), len(chosen))
-    for item in chosen:  # passage by passage, so a partial run already compares conditions on the same passages
-        for condition in config.conditions:
-            if f"{item.id}/{condition}" in done:
-                continue
-            bench = bench or Bench(config)
-            run.append([single_trial(bench, item, condition, external)])
-            done.add(f"{item.id}/{condition}")
-            tick(condition, sum(1 for i in chosen if f"{i.id}/{condition}" in done), len(chosen))
+    # Groups of passages in order, so a partial run already compares conditions on the same passages; each
+    # group's updates (every condition, sample and repeat) are trained together. Groups are fixed by the settings,
+    # not by what is left to do, so a resumed run trains each update in the batch it had: a group is run again
+    # whole when any of its records is missing (the first record of a key is the one kept).
+    per_passage = sum(0 if c in ("base", "in-context") else config.repeats if c in FIXED or c in SELF_STUDY
+                      else config.samples * config.repeats for c in config.conditions)
+    group = max(1, config.batch_trials // max(1, per_passage))
+    for first in range(0, len(chosen), group):
+        items = chosen[first : first + group]
+        if all(f"{item.id}/{condition}" in done for item in items for condition in config.conditions):
+            continue
+        bench = bench or Bench(config)
+        units = [prepare_unit(bench, item, condition, external) for item in items for condition in config.conditions]
+        start = time.perf_counter()
+        results = iter(bench.runner.run([update for unit in units for update in unit.updates]))
+        share = (time.perf_counter() - start) / sum(len(unit.updates) for unit in units)
+        for unit in units:
+            run.append([unit_record(unit, [next(results) for _ in unit.updates], share)])
+            done.add(f"{unit.item.id}/{unit.condition}")
+            tick(unit.condition, sum(1 for i in chosen if f"{i.id}/{unit.condition}" in done), len(chosen))
     return run
 

@@ -25,11 +25,10 @@ from seal import model as lm_ops
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.generate import GenerationConfig, write_self_edits
-from seal.knowledge import KnowledgeConfig
 from seal.runs import RunFolder, repair, seed_for
 from seal.squad import Item, context_sha256, load_items, select
 from seal.prompts import STRATEGIES, self_edit_messages
-from seal.reward import Executor, ExecutorConfig, Trial, make_executor
+from seal.reward import Executor, ExecutorConfig, Trial, TrialSetup, batches, make_executor
 from seal.sft import SFTConfig, save_checkpoint, sft
 from seal.store import now
 from seal.update import Sequence, UpdateConfig, sequence_text
@@ -155,21 +154,19 @@ def _sample_round(run: RunFolder, config: PolicyConfig, round_: int, policy: str
         tick(f"sample r{round_}", sum(1 for i in items if f"sample/{round_}/{i.id}" in done), len(items))
 
 
-def _trials(config: PolicyConfig, round_: int, items: list[Item], samples: dict[int, dict],
-            done: set[str]) -> list[Trial]:
-    """The round's reward trials not yet done; round 1 also carries the passage-only updates (the reference)."""
+def _trials(config: PolicyConfig, round_: int, items: list[Item], samples: dict[int, dict]) -> list[Trial]:
+    """The round's reward trials; round 1 also carries the passage-only updates (the reference)."""
     trials = []
     for item in items:
         passage = Sequence(*samples[item.id]["passage_text"])  # JSON keeps a sequence as [text, reply_only]
         for repeat in range(config.repeats):
             seed = seed_for("reward", item.id, repeat)  # every sample of a passage meets the same seeds
-            if round_ == 1 and f"passage/{item.id}/{repeat}" not in done:
+            if round_ == 1:
                 trials.append(Trial(f"passage/{item.id}/{repeat}", item, [passage], seed, repeat=repeat))
             for sample in range(config.samples):
-                key = f"trial/{round_}/{item.id}/{sample}/{repeat}"
-                if key not in done:
-                    edits = [Sequence(*text) for text in samples[item.id]["texts"][sample]]
-                    trials.append(Trial(key, item, [passage] + edits, seed, round_, sample, repeat))
+                edits = [Sequence(*text) for text in samples[item.id]["texts"][sample]]
+                trials.append(Trial(f"trial/{round_}/{item.id}/{sample}/{repeat}", item, [passage] + edits, seed,
+                                    round_, sample, repeat))
     return trials
 
 
@@ -205,10 +202,10 @@ def run_policy(out: Path, config: PolicyConfig, executor_config: ExecutorConfig 
     run = RunFolder(out)
     run.start(config, extendable=("rounds",))
     repair(run)
-    setup = KnowledgeConfig(data=config.data, conditions=[], model=config.model, device=config.device,
-                            answer_tokens=config.answer_tokens, judge_url=config.judge_url,
-                            judge_model=config.judge_model, update=config.update)
+    setup = TrialSetup(model=config.model, device=config.device, answer_tokens=config.answer_tokens,
+                       judge_url=config.judge_url, judge_model=config.judge_model, update=config.update)
     executor: Executor | None = None
+    executor_settings = executor_config or ExecutorConfig()
     policy = config.model
     try:
         for round_ in range(1, config.rounds + 1):
@@ -222,14 +219,19 @@ def run_policy(out: Path, config: PolicyConfig, executor_config: ExecutorConfig 
             sampled = time.perf_counter()
             records = {r["key"]: r for r in run.records()}
             samples = {i.id: records[f"sample/{round_}/{i.id}"] for i in items}
-            trials = _trials(config, round_, items, samples, done)
-            total = len(items) * config.repeats * (config.samples + (round_ == 1))
-            tick(f"rewards r{round_}", total - len(trials), total)
-            if trials:
-                executor = executor or make_executor(executor_config or ExecutorConfig(), setup)
-                for finished, result in enumerate(executor.map(trials), start=total - len(trials) + 1):
-                    run.append([result])
-                    tick(f"rewards r{round_}", finished, total)
+            trials = _trials(config, round_, items, samples)
+            # Batches come from the whole round, so a resumed run trains each trial in the batch it had; a batch
+            # is run again whole when any of its trials is missing (the first record of a key is the one kept).
+            todo = [batch for batch in batches(trials, executor_settings.batch_trials)
+                    if any(trial.key not in done for trial in batch)]
+            finished = len(trials) - sum(trial.key not in done for batch in todo for trial in batch)
+            tick(f"rewards r{round_}", finished, len(trials))
+            if todo:
+                executor = executor or make_executor(executor_settings, setup)
+                for results in executor.map(todo):
+                    run.append(results)
+                    finished += sum(result["key"] not in done for result in results)
+                    tick(f"rewards r{round_}", finished, len(trials))
             rewarded = time.perf_counter()
             records = {r["key"]: r for r in run.records()}
             rewards, passage_rewards = _tables(records, config, round_, items)
@@ -243,7 +245,7 @@ def run_policy(out: Path, config: PolicyConfig, executor_config: ExecutorConfig 
             tick(f"sft r{round_}", 1, 1)
             run.append([{"key": f"sft/{round_}", "round": round_, "kept": {p: asdict(c) for p, c in kept.items()},
                          "stats": round_stats(rewards, passage_rewards, kept), "sft": asdict(stats) if stats else None,
-                         "trials_run": len(trials), "executor": asdict(executor_config or ExecutorConfig()),
+                         "trials_run": sum(len(batch) for batch in todo), "executor": asdict(executor_settings),
                          "seconds": {"sample": round(sampled - started, 1), "rewards": round(rewarded - sampled, 1),
                                      "sft": round(time.perf_counter() - rewarded, 1)}}])
             policy = str(checkpoint)

@@ -115,22 +115,26 @@ def load_external(path: str, items: list[Item], samples: int) -> dict[int, list[
 def context_sha256(item: Item) -> str:
     return hashlib.sha256(item.context.encode()).hexdigest()
 
+def question_prompts(lm: LM, items: list[Item], open_book: bool = False) -> list[str]:
+    """Every question of every item as the model is asked it: closed-book (the title as the topic) unless
+    `open_book`."""
+    return [lm.chat_prompt(open_book_messages(item.title, item.context, question) if open_book
+                           else answer_messages(question, topic=item.title))
+            for item in items for question, _ in item.questions]
+
+
+def graded(items: list[Item], replies: list[str], judge: RemoteJudge | None) -> list[list[dict]]:
+    """The replies to `question_prompts(items)`, graded, per item."""
+    answers = iter(replies)
+    return [[{"question": question, "gold": gold, "prediction": (reply := next(answers)),
+              **asdict(grade(reply, gold, judge, question))} for question, gold in item.questions] for item in items]
+
+
 def answer_questions(lm: LM, items: list[Item], max_tokens: int, judge: RemoteJudge | None,
                      open_book: bool = False) -> list[list[dict]]:
-    """Every question of every item in one greedy batch, graded; closed-book unless `open_book`."""
-    prompts = [lm.chat_prompt(open_book_messages(item.title, item.context, question) if open_book
-                              else answer_messages(question, topic=item.title))
-               for item in items for question, _ in item.questions]
-    replies = iter(lm_ops.generate(lm, prompts, max_tokens, batch_size=16))
-    graded = []
-    for item in items:
-        answers = []
-        for question, gold in item.questions:
-            reply = next(replies)
-            answers.append({"question": question, "gold": gold, "prediction": reply,
-                            **asdict(grade(reply, gold, judge, question))})
-        graded.append(answers)
-    return graded
+    """Every question of every item in one greedy batch, graded."""
+    return graded(items, lm_ops.generate(lm, question_prompts(lm, items, open_book), max_tokens, batch_size=16),
+                  judge)
 
 
 def accuracy(rows: list[dict]) -> dict[str, float]:
