@@ -41,6 +41,7 @@ bench: install
 		--conditions base,in-context,passage,implications,oracle-qa,cloze,study,quiz,paraphrase,policy:runs/policy/round-1
 	$(PY) scripts/policy_timing.py --data $(SQUAD) --out runs/policy-timing --executors in-process,ray \
 		--passages 4 --samples 2
+	$(SEAL) bench trials --data $(SQUAD) --out runs/bench-trials --passages 4 --samples 2 --repeats 2 --batch-sizes 1,8,16
 	$(SEAL) bench serve --out runs/bench-serve --requests 8
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate \
 		--conditions implications

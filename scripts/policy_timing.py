@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--passages", type=int, default=8)
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--batch-trials", type=int, default=ExecutorConfig.batch_trials)
     parser.add_argument("--no-plots", action="store_true", help="For machines without matplotlib.")
     args = parser.parse_args()
     if args.no_plots:
@@ -39,7 +40,8 @@ def main() -> None:
         config = PolicyConfig(data=args.data, passages=args.passages, samples=args.samples, rounds=1, repeats=1,
                               device=args.device, generation=GenerationConfig(samples=args.samples))
         start = time.perf_counter()
-        stats = run_policy(args.out / kind, config, ExecutorConfig(kind, args.workers))["rounds"][0]
+        executor = ExecutorConfig(kind, args.workers, batch_trials=args.batch_trials)
+        stats = run_policy(args.out / kind, config, executor)["rounds"][0]
         records = [json.loads(line) for line in (args.out / kind / "trials.jsonl").read_text().splitlines()]
         rewards = {r["key"]: r["reward"] for r in records if "reward" in r}
         results["runs"][kind] = {"workers": stats["workers"], "trials": stats["trials_run"],
