@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from seal import model as lm_ops
 from seal.documents import Passage
 from seal.engine import Update, Updated, UpdateRunner
@@ -64,7 +63,7 @@ class KnowledgeConfig:
     judge_model: str = "gpt-4.1-mini"
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(samples=1))
     update: UpdateConfig = field(default_factory=UpdateConfig)
-    batch_trials: int = 8  # updates trained and asked together (`engine.py`); results do not depend on it
+    batch_trials: int = 8  # updates trained and asked together (`engine.py`); results move by float rounding only
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -177,7 +176,6 @@ class Bench:
 
     def oracle_texts(self, item: Item) -> list[Sequence]:
         return [sequence_text(self.lm, "qa", "", q, a, topic=item.title) for q, a in item.questions]
-
 
 
 def coverage(texts: list[Sequence], item: Item) -> int:
