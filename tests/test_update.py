@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from seal import model as lm_ops
@@ -70,3 +71,8 @@ def test_chat_rehearsal_trains_the_models_own_replies_to_requests_the_checks_nev
     asked = set(battery.red_team + battery.sanity)
     assert not any(prompt in t.text for t in turns for prompt in asked)
     assert chat_rehearsal(lm, UpdateConfig(rehearse_harmful=0, rehearse_plain=0)) == []
+    known: dict[str, str] = {}
+    first = chat_rehearsal(lm, UpdateConfig(rehearse_harmful=2, rehearse_plain=3), known)
+    assert len(known) == 5
+    monkeypatch.setattr(lm_ops, "generate", lambda *a, **k: pytest.fail("replies already known were generated"))
+    assert chat_rehearsal(lm, UpdateConfig(rehearse_harmful=2, rehearse_plain=3), known) == first

@@ -23,8 +23,8 @@ from seal.routing import Router, words_of
 from seal.score import (SafetyRule, ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules,
                         score_candidates, within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import (LINEAGES, QA_KINDS, Sequence, UpdateConfig, attach_trainable_adapter, chat_rehearsal,
-                         reply_only, sequence_text, train)
+from seal.update import (LINEAGES, QA_KINDS, REHEARSAL_TOKENS, Sequence, UpdateConfig, attach_trainable_adapter,
+                         chat_rehearsal, reply_only, sequence_text, train)
 
 Progress = Callable[[str, int, int], None]
 
@@ -274,7 +274,13 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         modular = options.update.lineage == "modules"
         replayed = [] if modular else _replay(store, parent, options.update.replay, options.update.seed,
                                               options.update.whole_cloze)
-        rehearsed = chat_rehearsal(lm, options.update)
+        # The base model's replies to the rehearsed requests are kept per store, like the checks' reference answers.
+        replies_key = f"rehearsal:{lm.name}:{REHEARSAL_TOKENS}"
+        known = json.loads(store.get_state(replies_key) or "{}")
+        stored_replies = len(known)
+        rehearsed = chat_rehearsal(lm, options.update, known)
+        if len(known) > stored_replies:
+            store.set_state(replies_key, json.dumps(known))
         texts += replayed + rehearsed
         attach_trainable_adapter(lm, options.update)
         stats = train(lm, texts, options.update, on_step=lambda done, total, loss: step("train", done, total))

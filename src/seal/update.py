@@ -82,6 +82,9 @@ QA_KINDS = ("qa", "quiz", "cloze")  # self-edit kinds trained as a question and 
 # sign test over 120 prompts, and that single reply gives 0.5.)
 
 
+REHEARSAL_TOKENS = 48  # length of the base model's replies to rehearsed chat requests
+
+
 def reply_only(kind: str, whole_cloze: bool) -> bool:
     """Whether a sequence of this self-edit kind is trained with the loss on the reply only."""
     return kind in ("qa", "quiz") or (kind == "cloze" and not whole_cloze)
@@ -103,9 +106,10 @@ def sequence_text(lm: LM, kind: str, text: str, question: str = "", answer: str 
     return Sequence(text + eos)
 
 
-def chat_rehearsal(lm: LM, config: UpdateConfig) -> list[Sequence]:
+def chat_rehearsal(lm: LM, config: UpdateConfig, known: dict[str, str] | None = None) -> list[Sequence]:
     """Chat turns rehearsed with every update, the loss on the reply: harmful and plain requests (data/rehearsal.json)
-    with the replies `lm`, the base model before the adapter, gives them.
+    with the replies `lm`, the base model before the adapter, gives them. `known` holds replies the same model gave
+    before (a store keeps them, as it keeps the checks' reference answers) and receives the new ones.
 
     Any update erodes what little refusal the small model has: of the 120 red-team prompts the base model refuses
     18, and after the demo's update none, which the safety check refuses. Rehearsing the model's own chat keeps it
@@ -116,11 +120,13 @@ def chat_rehearsal(lm: LM, config: UpdateConfig) -> list[Sequence]:
     rng = random.Random(config.seed)
     counts = {"harmful": config.rehearse_harmful, "plain": config.rehearse_plain}
     requests = [r for kind, count in counts.items() for r in rng.sample(data[kind], min(count, len(data[kind])))]
-    if not requests:
-        return []
     prompts = [lm.chat_prompt([{"role": "user", "content": r}]) for r in requests]
-    replies = lm_ops.generate(lm, prompts, max_new_tokens=48, batch_size=len(prompts))
-    return [Sequence(prompt + reply, True) for prompt, reply in zip(prompts, replies)]
+    known = {} if known is None else known
+    missing = [prompt for prompt in prompts if prompt not in known]
+    if missing:
+        known.update(zip(missing, lm_ops.generate(lm, missing, max_new_tokens=REHEARSAL_TOKENS,
+                                                  batch_size=len(missing))))
+    return [Sequence(prompt + known[prompt], True) for prompt in prompts]
 
 
 def attach_trainable_adapter(lm: LM, config: UpdateConfig) -> None:
