@@ -98,37 +98,32 @@ def contradiction_refusal(conflicts: list[Contradiction], against: str) -> Refus
             {"against": against, "contradictions": [asdict(c) for c in conflicts]})
 
 
-def harmful_passages(store: Store, base: lm_ops.LM, passages: list[Passage],
-                     options: LearnOptions) -> list[tuple[Passage, float]]:
-    """The passages the harm probe reads as asking for harm, with its score; the probe is fitted once per store."""
+def probe_scores(store: Store, base: lm_ops.LM, passages: list[Passage],
+                 options: LearnOptions) -> list[tuple[Passage, float]]:
+    """Each passage with how strongly the harm probe reads it as asking for harm; the probe is fitted once per
+    store."""
     probe, new = stored_probe(store.get_state("harm_probe"), base, options.model, options.harm)
     if new:
         store.set_state("harm_probe", to_state(probe))
-    scores = probe.scores(base, [f"{p.title}\n{p.text}" for p in passages])
-    return [(p, s) for p, s in zip(passages, scores) if s > options.harm.max_score]
+    return list(zip(passages, probe.scores(base, [f"{p.title}\n{p.text}" for p in passages])))
 
 
-def intent_refusal(harmful: list[tuple[Passage, float]], config: HarmConfig) -> Refusal:
+def intent_refusal(scored: list[tuple[Passage, float]], limit: float, reader: str, override: str,
+                   detail: dict | None = None) -> Refusal | None:
+    """The refusal of passages whose harm score (the probe's or the intent judge's) is above `limit`, if any."""
+    harmful = [(passage, score) for passage, score in scored if score > limit]
+    if not harmful:
+        return None
     passage, score = max(harmful, key=lambda item: item[1])
-    return ("harmful-intent",
-            f"{passage.source} reads as a request for harm to the model's harm probe ({score:.2f} > "
-            f"{config.max_score}); --harm-max-score 1 turns this check off",
-            {"passages": [{"title": p.title, "source": p.source, "score": round(s, 4)} for p, s in harmful]})
+    return ("harmful-intent", f"{passage.source} reads as a request for harm to {reader} ({score:.2f} > {limit}); "
+                              f"{override}",
+            {**(detail or {}), "passages": [{"title": p.title, "source": p.source, "score": round(s, 4)}
+                                            for p, s in harmful]})
 
 
 def intent_judge(options: LearnOptions, base: lm_ops.LM) -> Judge | None:
     """The LLM judge of intent the user named (`--intent-judge`), if any."""
     return Judge(options.harm.judge, options.harm.judge_model, base) if options.harm.judge else None
-
-
-def judge_refusal(passages: list[Passage], verdicts: list[float], config: HarmConfig) -> Refusal | None:
-    harmful = [(p, v) for p, v in zip(passages, verdicts) if v > config.judge_max]
-    if not harmful:
-        return None
-    return ("harmful-intent", f"{harmful[0][0].source} reads as a request for harm to the intent judge "
-                              f"{config.judge}; drop --intent-judge to learn it",
-            {"judge": config.judge, "passages": [{"title": p.title, "source": p.source, "score": round(v, 4)}
-                                                 for p, v in harmful]})
 
 
 def model_screen(store: Store, parent: Version, base: lm_ops.LM, passages: list[Passage], options: LearnOptions,
@@ -139,11 +134,14 @@ def model_screen(store: Store, parent: Version, base: lm_ops.LM, passages: list[
     conflicts = contradictions_with(store, parent, base, passages, options)
     if conflicts and not options.allow_contradiction:
         return conflicts, contradiction_refusal(conflicts, parent.id)
-    harmful = harmful_passages(store, base, passages, options)
-    if harmful:
-        return conflicts, intent_refusal(harmful, options.harm)
-    verdicts = judge.harm([f"{p.title}\n{p.text}" for p in passages]) if judge else []
-    return conflicts, judge_refusal(passages, verdicts, options.harm)
+    harm = options.harm
+    refused = intent_refusal(probe_scores(store, base, passages, options), harm.max_score, "the model's harm probe",
+                             "--harm-max-score 1 turns this check off")
+    if refused or judge is None:
+        return conflicts, refused
+    verdicts = judge.harm([f"{p.title}\n{p.text}" for p in passages])
+    return conflicts, intent_refusal(list(zip(passages, verdicts)), harm.judge_max, f"the intent judge {harm.judge}",
+                                     "drop --intent-judge to learn it", {"judge": harm.judge})
 
 
 def reject_harmful_self_edits(scored: list[Scored], judge: Judge, config: HarmConfig) -> None:
