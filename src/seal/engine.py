@@ -15,7 +15,6 @@ and a trial whose loss is not finite is marked failed without touching the other
 from __future__ import annotations
 
 import math
-import random
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from seal.errors import SealError
 from seal.grading import RemoteJudge
 from seal.model import LM
 from seal.squad import Item, graded, question_prompts
-from seal.update import IGNORE, Example, Sequence, UpdateConfig, collate, pack, reply_marker, tokenize
+from seal.update import IGNORE, Example, Sequence, UpdateConfig, collate, planned_batches
 
 BASE_SLOT = -1  # a row asked of the base model, with no adapter
 
@@ -126,7 +125,6 @@ class Engine:
             layer = StackedLoRA(linear, slots, config.rank, config.alpha / config.rank, self.rows)
             setattr(lm.model.get_submodule(parent_name), child, layer)
             self.layers.append((name, layer))
-        self.marker = reply_marker(lm)
         lm.model.eval()
 
     def parameters(self) -> list[nn.Parameter]:
@@ -152,20 +150,10 @@ class Engine:
             self.rows.slots = previous
 
     def _plan(self, slot: int, job: Job) -> _Plan:
-        config = self.config
-        examples = [tokenize(self.lm, s.text, config.max_tokens, self.marker if s.reply_only else "")
-                    for s in job.sequences]
-        examples = [(ids, labels) for ids, labels in examples if len(ids) > 1 and any(x != IGNORE for x in labels[1:])]
-        plan = _Plan(slot, len(examples), sum(len(ids) for ids, _ in examples) * config.epochs, [], [], [],
+        examples, batches = planned_batches(self.lm, job.sequences, self.config, job.seed)  # as `update.train`'s
+        return _Plan(slot, len(examples), sum(len(ids) for ids, _ in examples) * self.config.epochs,
+                     [rows for _, rows in batches], [epoch for epoch, _ in batches], [],
                      None if examples else "no training tokens")
-        order = random.Random(job.seed)  # the same shuffles as `update.train` with this seed
-        for epoch in range(config.epochs if examples else 0):
-            order.shuffle(examples)
-            rows = pack(examples, config.pack_tokens)
-            for first in range(0, len(rows), config.batch_size):
-                plan.batches.append(rows[first : first + config.batch_size])
-                plan.epoch_of.append(epoch)
-        return plan
 
     def train(self, jobs: list[Job]) -> list[Outcome]:
         """Train slot i afresh on jobs[i] (at most `slots` jobs), all in one batched loop; then eval mode."""
@@ -315,7 +303,6 @@ class Engine:
             state[f"base_model.model.{name}.lora_A.weight"] = layer.lora_A[slot].detach().clone()
             state[f"base_model.model.{name}.lora_B.weight"] = layer.lora_B[slot].detach().clone()
         return state
-
 
 
 @dataclass

@@ -115,6 +115,7 @@ def load_external(path: str, items: list[Item], samples: int) -> dict[int, list[
 def context_sha256(item: Item) -> str:
     return hashlib.sha256(item.context.encode()).hexdigest()
 
+
 def question_prompts(lm: LM, items: list[Item], open_book: bool = False) -> list[str]:
     """Every question of every item as the model is asked it: closed-book (the title as the topic) unless
     `open_book`."""
@@ -141,4 +142,3 @@ def accuracy(rows: list[dict]) -> dict[str, float]:
     """Mean of each metric over graded answers, or over trials' accuracies."""
     return {metric: round(sum(float(r[metric]) for r in rows) / len(rows), 4)
             for metric in ("em", "f1", "contains", "judge")}
-

@@ -184,39 +184,45 @@ def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[
     return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def planned_batches(lm: LM, sequences: list[Sequence], config: UpdateConfig,
+                    seed: int) -> tuple[list[Example], list[tuple[int, list[Example]]]]:
+    """The training examples of `sequences` (those with a token to learn), and every step's rows with its epoch:
+    each epoch shuffled (seeded) and packed anew. The solo update and the batched engine train from this."""
+    marker = reply_marker(lm)
+    examples = [tokenize(lm, s.text, config.max_tokens, marker if s.reply_only else "") for s in sequences]
+    examples = [(ids, labels) for ids, labels in examples if len(ids) > 1 and any(x != IGNORE for x in labels[1:])]
+    order = random.Random(seed)
+    batches = []
+    for epoch in range(config.epochs if examples else 0):
+        order.shuffle(examples)
+        rows = pack(examples, config.pack_tokens)
+        batches += [(epoch, rows[first : first + config.batch_size])
+                    for first in range(0, len(rows), config.batch_size)]
+    return examples, batches
+
+
 def train(lm: LM, sequences: list[Sequence], config: UpdateConfig,
           on_step: Callable[[int, int, float], None] | None = None) -> TrainStats:
     """Train the attached adapter on `sequences` and leave the model in eval mode."""
     start = time.perf_counter()
-    marker = reply_marker(lm)
-    tokenized = [tokenize(lm, s.text, config.max_tokens, marker if s.reply_only else "") for s in sequences]
-    tokenized = [(ids, labels) for ids, labels in tokenized if len(ids) > 1 and any(x != IGNORE for x in labels[1:])]
+    examples, batches = planned_batches(lm, sequences, config, config.seed)
     params = [p for p in lm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    order = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    # Packing follows each epoch's shuffle, so the row count can vary a little: the total is an estimate.
-    total = -(-len(pack(tokenized, config.pack_tokens)) // config.batch_size) * config.epochs
     losses: list[float] = []
-    last_epoch: list[float] = []
     lm.model.train()
-    for _ in range(config.epochs):
-        order.shuffle(tokenized)
-        rows = pack(tokenized, config.pack_tokens)
-        last_epoch = []
-        for first in range(0, len(rows), config.batch_size):
-            batch = collate(rows[first : first + config.batch_size], lm.tokenizer.pad_token_id, lm.device)
-            loss = lm.model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            last_epoch.append(losses[-1])
-            if on_step:
-                on_step(len(losses), total, losses[-1])
+    for epoch, rows in batches:
+        loss = lm.model(**collate(rows, lm.tokenizer.pad_token_id, lm.device)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if on_step:
+            on_step(len(losses), len(batches), losses[-1])
     lm.model.eval()
-    return TrainStats(sequences=len(tokenized), tokens=sum(len(ids) for ids, _ in tokenized) * config.epochs,
+    last_epoch = [loss for loss, (epoch, _) in zip(losses, batches) if epoch == config.epochs - 1]
+    return TrainStats(sequences=len(examples), tokens=sum(len(ids) for ids, _ in examples) * config.epochs,
                       steps=len(losses),
                       first_loss=round(losses[0] if losses else 0.0, 4),
                       final_loss=round(sum(last_epoch) / len(last_epoch), 4) if last_epoch else 0.0,
