@@ -37,6 +37,19 @@ def test_spans_take_turns_over_sentences_and_a_poem_has_none():
     first_three = [s.text for s in answer_spans(text, 3)]
     assert first_three == ["Ada Lind", "Cy Dunn", "Ed Fay"]
     assert answer_spans("the rain falls soft on quiet hills and the wind is slow", 10) == []
+    assert answer_spans("the rain falls soft on quiet hills and the wind is slow", 10, nouns=True) == []
+
+
+def test_noun_phrases_come_after_every_other_span_and_stop_at_verbs():
+    text = ("Ada Lind founded the Orvane guild in 1874. Its members repaired tide clocks with copper floats, "
+            "which were made by hand.")
+    spans = answer_spans(text, 20, nouns=True)
+    kinds = [s.kind for s in spans]
+    assert "noun" not in kinds[: kinds.index("noun")] and kinds.index("noun") == len([k for k in kinds if k != "noun"])
+    nouns = {s.text for s in spans if s.kind == "noun"}
+    assert {"tide clocks", "copper floats", "hand"} <= nouns
+    assert not any(word in noun.split() for noun in nouns for word in ("repaired", "made", "were", "1874"))
+    assert [s.text for s in answer_spans(text, 20)] == [s.text for s in spans if s.kind != "noun"]
 
 
 def test_cloze_question_replaces_the_span_with_a_question_word():

@@ -48,8 +48,9 @@ class GenerationConfig:
     top_p: float = 0.95
     seed: int = 0
     template: str | None = None  # path of a user prompt template with {title} and {passage}
-    facts: int = 12  # self-study: answer spans quizzed per passage
-    budget: int = 32  # study: generated sequences trained per passage (quiz pairs first, then restatements)
+    facts: int = 24  # self-study: answer spans asked per passage, each by its rule-made question at least
+    quizzed: int = 12  # self-study: of those, the first ones the model also writes its own questions for
+    budget: int = 40  # study: generated sequences trained per passage (quiz pairs first, then restatements)
 
 
 BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s*")
@@ -164,14 +165,15 @@ def _sampled(lm: lm_ops.LM, prompts: list[str], copies: int, max_new_tokens: int
 
 
 def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig) -> list[Candidate]:
-    """Answer-aware questions: for each answer span found by rules, the model writes `samples` questions whose answer
-    is that span; then, reading the span's sentence, it answers each of its own questions (the round trip the
-    evaluator checks). Spans inside the title are skipped: a question about the topic names it, so it would contain
-    its answer."""
-    spans = [(i, f, span) for i, p in enumerate(passages)
-             for f, span in enumerate(s for s in answer_spans(p.text, config.facts + 4)
+    """Answer-aware questions: for each of the first `quizzed` answer spans found by rules, the model writes `samples`
+    questions whose answer is that span; then, reading the span's sentence, it answers each of its own questions (the
+    round trip the evaluator checks). Every span up to `facts`, noun phrases last, also gets its rule-made question.
+    Spans inside the title are skipped: a question about the topic names it, so it would contain its answer."""
+    every = [(i, f, span) for i, p in enumerate(passages)
+             for f, span in enumerate(s for s in answer_spans(p.text, config.facts + 4, nouns=True)
                                       if not has_phrase(p.title, s.text))
              if f < config.facts]
+    spans = [(i, f, span) for i, f, span in every if f < config.quizzed]
     # The reply starts with the question's first words, chosen by the span; the model writes the rest.
     starts = [question_start(span) for _, _, span in spans]
     prompts = [lm.chat_prompt(question_messages(passages[i].title, span.sentence, span.text)) + start
@@ -190,7 +192,7 @@ def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig)
     for pair, check in zip(pairs, checks):
         pair.check = check
     # The rule-made question of every span: the evaluator keeps it for a fact none of the model's questions passed.
-    asked = [(i, fact, span, cloze_question(span)) for i, fact, span in spans]
+    asked = [(i, fact, span, cloze_question(span)) for i, fact, span in every]
     rule_made = [Candidate(i, -1, "cloze", f"Q: {question}\nA: {span.text}", question, span.text, fact, span.sentence)
                  for i, fact, span, question in asked]
     return pairs + rule_made

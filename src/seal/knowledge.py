@@ -167,7 +167,7 @@ class Bench:
 
     def cloze_texts(self, item: Item) -> list[Sequence]:
         """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""
-        spans = answer_spans(item.context, self.config.generation.facts)
+        spans = answer_spans(item.context, self.config.generation.facts, nouns=True)
         return [sequence_text(self.lm, "cloze", "", cloze_question(span), span.text, topic=item.title,
                               whole_cloze=self.config.update.whole_cloze) for span in spans]
 

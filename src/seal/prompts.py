@@ -98,7 +98,7 @@ QUESTION_EXAMPLES = [
      "Which merchant opened the Harbin Ice Works?"),
 ]
 # The question's first word, by the kind of answer span: it keeps a small model asking about the answer it was given.
-QUESTION_WORDS = {"date": "When", "quantity": "How many", "name": "Which", "phrase": "What"}
+QUESTION_WORDS = {"date": "When", "quantity": "How many", "name": "Which", "phrase": "What", "noun": "What"}
 RESTATEMENT_EXAMPLES = [
     ("It was opened in 1921 by the merchant Tobias Crane and employs 140 workers each winter.",
      "The merchant Tobias Crane opened the Harbin Ice Works in 1921, and each winter 140 people work there."),

@@ -1,8 +1,9 @@
 """Answer candidates found by rules: the spans of a passage a question can be about, and rule-made cloze questions.
 
-A span is a date, a number with its unit, a run of capitalised words (a name), a quoted phrase, or the phrase
-that follows "is a", "called", "include"...: the kinds of answer people ask for and SQuAD's answers mostly are.
-No model is involved, so these rules are also the `cloze` baseline that the model's own quiz must beat.
+A span is a date, a number with its unit, a run of capitalised words (a name), a quoted phrase, the phrase that
+follows "is a", "called", "include"..., or, asked for, a plain noun phrase ("administrative law", "coal"): the kinds
+of answer people ask for and SQuAD's answers mostly are. No model is involved, so these rules are also the `cloze`
+baseline that the model's own quiz must beat.
 """
 
 from __future__ import annotations
@@ -36,13 +37,19 @@ QUOTED = re.compile(r"[\"\u201c]([^\"\u201d]{2,60})[\"\u201d]")
 DEFINING = re.compile(r"\b(?:is|was|are|were) (?:a|an|the) |\b(?:called|named|known as|such as|include|includes|"
                       r"including|consists of|made of|made from|led by|built by|founded by|designed by) ", re.I)
 CLAUSE_END = re.compile(r"[,;:.()]|\s(?:which|who|that|and|but|where|when|while|because)\s")
+TOKEN = re.compile(r"[^\W\d_][\w'\u2019\-]*|\S")
+# Common verbs that are not function words: a noun phrase ends before them (there is no part-of-speech tagger here).
+VERBS = frozenset("be became become becomes began begin begins came come comes find finds found gave give gives go "
+                  "goes got gets held hold holds known led leads made make makes said say says saw see sees took take "
+                  "takes use used uses went".split())
+NOUN_WORDS = 4  # the longest noun phrase kept: its last words, where English puts the head noun
 
 
 @dataclass(frozen=True)
 class Span:
     text: str
     sentence: str
-    kind: str  # date | quantity | name | phrase
+    kind: str  # date | quantity | name | phrase | noun
 
 
 def _names(sentence: str) -> list[str]:
@@ -76,6 +83,26 @@ def _phrases(sentence: str) -> list[str]:
     return found
 
 
+def _noun_phrases(sentence: str) -> list[str]:
+    """Runs of words between function words, verbs, numbers and punctuation ("the Pauli exclusion principle" gives
+    "Pauli exclusion principle"), "of" kept inside a run; a crude chunker that finds what the other kinds miss."""
+    found: list[str] = []
+    run: list[str] = []
+    for token in TOKEN.findall(sentence) + ["."]:
+        low = token.lower()
+        inside = token[0].isalpha() and (low not in FUNCTION_WORDS or (low == "of" and run)) and low not in VERBS
+        ends_like_verb = low.endswith(("ed", "ly")) and len(low) > 3 and not token[0].isupper()
+        if inside and not ends_like_verb:
+            run.append(token)
+            continue
+        while run and run[-1].lower() == "of":
+            run.pop()
+        if run:
+            found.append(" ".join(run[-NOUN_WORDS:]))
+        run = []
+    return found
+
+
 def _year(sentence: str, match: re.Match[str]) -> str:
     """The year a quantity is, or empty: a bare number from 1000 to 2199, or one with a word after it when a
     preposition comes before it ("in 1874 carrying", but "1500 metres" is a quantity)."""
@@ -86,10 +113,13 @@ def _year(sentence: str, match: re.Match[str]) -> str:
     return words[0] if len(words) == 1 or (before and before[0].lower() in YEAR_BEFORE) else ""
 
 
-def answer_spans(text: str, limit: int) -> list[Span]:
-    """Up to `limit` distinct spans, taken in turns from each sentence so that the whole passage is covered."""
+def answer_spans(text: str, limit: int, nouns: bool = False) -> list[Span]:
+    """Up to `limit` distinct spans, taken in turns from each sentence so that the whole passage is covered; with
+    `nouns`, noun phrases no other kind found follow all the others, in a text that states facts of the other kinds
+    (a poem's nouns are not facts to ask about)."""
     per_sentence: list[list[Span]] = []
-    for sentence in sentences(text):
+    in_order = sentences(text)
+    for sentence in in_order:
         found: list[Span] = []
         dates = [m.group(0) for m in DATE.finditer(sentence)]
         # A number that is part of a date is not a quantity of its own ("January 2027 added" is no "2027 added").
@@ -106,8 +136,18 @@ def answer_spans(text: str, limit: int) -> list[Span]:
                 if piece and normalize(piece) and not inside:
                     found.append(Span(piece, sentence, kind))
         per_sentence.append(found)
+    chosen = _in_turns(per_sentence, limit, set())
+    if nouns and chosen:
+        noun_phrases = [[Span(phrase, sentence, "noun") for phrase in _noun_phrases(sentence)
+                         if normalize(phrase) and not any(has_phrase(s.text, phrase) for s in found)]
+                        for sentence, found in zip(in_order, per_sentence)]
+        chosen += _in_turns(noun_phrases, limit - len(chosen), {normalize(s.text) for s in chosen})
+    return chosen
+
+
+def _in_turns(per_sentence: list[list[Span]], limit: int, seen: set[str]) -> list[Span]:
+    """The first span of each sentence, then the second of each..., skipping what was seen, up to `limit`."""
     chosen: list[Span] = []
-    seen: set[str] = set()
     for rank in range(max((len(f) for f in per_sentence), default=0)):
         for found in per_sentence:
             if rank < len(found) and normalize(found[rank].text) not in seen and len(chosen) < limit:
