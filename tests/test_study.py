@@ -183,6 +183,14 @@ def test_quiz_pairs_carry_their_fact_sentence_and_round_trip(tiny_model_dir):
     assert all(s.reason for s in scored)  # every pair says why it was kept or rejected
 
 
+def test_every_fact_gets_a_rule_made_question_and_the_first_quizzed_the_models_own(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    passage = Passage("Brellick Tide Clock", FACTS, "clock.md")
+    candidates, _ = write_self_edits(lm, [passage], GenerationConfig(strategy="quiz", samples=1, facts=5, quizzed=2))
+    assert sorted({c.fact for c in candidates if c.kind == "quiz"}) == [0, 1]
+    assert sorted(c.fact for c in candidates if c.kind == "cloze") == [0, 1, 2, 3, 4]
+
+
 def test_learn_says_when_there_is_nothing_to_quiz_and_trains_on_what_remains(tmp_path, tiny_model_dir):
     poem = tmp_path / "poem.md"
     poem.write_text("# Rain\n\nthe rain falls soft on quiet hills and the slow wind hums along the grey stones.\n",

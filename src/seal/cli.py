@@ -113,6 +113,10 @@ def learn(
                                                      "questions per fact, and one restatement fewer per sentence, "
                                                      "at least one (0: the passage alone).")] = GenerationConfig.samples,
     budget: Annotated[int, typer.Option(min=0, help="study: most generated sequences trained per passage.")] = GenerationConfig.budget,
+    facts: Annotated[int, typer.Option(min=0, help="study, quiz: answer spans asked per passage, each by a rule-made "
+                                                   "question at least.")] = GenerationConfig.facts,
+    quizzed: Annotated[int, typer.Option(min=0, help="study, quiz: of those, how many the model also writes its own "
+                                                     "questions for (the slower part).")] = GenerationConfig.quizzed,
     max_new_tokens: Annotated[int, typer.Option(min=8, help="Length limit of each free-form self-edit (not of "
                                                             "study, quiz or paraphrase).")] = GenerationConfig.max_new_tokens,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Evaluator score a sequence needs.")] = ScoreConfig.threshold,
@@ -159,7 +163,7 @@ def learn(
     use_policy(options, policy, strategy)
     g, u = options.generation, options.update
     g.template, g.samples, g.max_new_tokens, g.seed = template and str(template), samples, max_new_tokens, seed
-    g.budget = budget
+    g.budget, g.facts, g.quizzed = budget, facts, quizzed
     options.scoring.threshold, options.scoring.judge, options.scoring.judge_model = threshold, judge, judge_model
     u.rank, u.alpha, u.lr, u.epochs, u.replay, u.seed = rank, 2 * rank, lr, epochs, replay, seed
     u.lineage = lineage
