@@ -211,7 +211,7 @@ def train(lm: LM, sequences: list[Sequence], config: UpdateConfig,
     torch.manual_seed(config.seed)
     losses: list[float] = []
     lm.model.train()
-    for epoch, rows in batches:
+    for _, rows in batches:
         loss = lm.model(**collate(rows, lm.tokenizer.pad_token_id, lm.device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
