@@ -6,11 +6,11 @@ import json
 from seal import model as lm_ops
 from seal.check import GateConfig, Probe, answered, hold_out, load_battery, run_gate
 from seal.documents import Passage
-from seal.generate import Candidate, GenerationConfig, write_self_edits
+from seal.generate import CLAUSE_CLOZE, SENTENCE_CLOZE, Candidate, GenerationConfig, write_self_edits
 from seal.grading import rule_judge
 from seal.learn import LearnOptions, learn
 from seal.score import ScoreConfig, load_safety_rules, quiz_rule, restatement_rule, score_candidates, within_budget
-from seal.spans import answer_spans, cloze_question, question_start
+from seal.spans import answer_spans, clause_question, cloze_question, question_start
 from seal.store import Store
 from seal.text import STOP_WORDS, covers
 
@@ -58,6 +58,16 @@ def test_cloze_question_replaces_the_span_with_a_question_word():
                                     "tide with a copper float?")
 
 
+def test_clause_question_asks_with_the_words_around_the_span_and_widens_to_the_left_first():
+    asked = lambda text: {s.text: clause_question(s) for s in answer_spans(text, 10)}  # noqa: E731
+    ferry = asked("The ferry carries 80 cars on each crossing; the harbour board bought it in 1931 from a shipyard.")
+    assert ferry == {"80 cars": "The ferry carries how many on each crossing?",
+                     "1931": "The harbour board bought it in when from a shipyard?"}
+    assert asked("The ferry crossed the bay in an hour, carrying 80 cars, and docked before noon.")["80 cars"] == (
+        "The ferry crossed the bay in an hour, carrying how many?")
+    assert asked("In 1931, the board bought it.") == {"1931": ""}  # its clause widened is the whole sentence
+
+
 def test_a_quiz_pair_is_kept_only_when_every_rule_and_the_round_trip_hold():
     kept, reason = quiz_rule(quiz("Who built the Brellick Tide Clock?", "Oswin Tarrow",
                                   "It was built by the clockmaker Oswin Tarrow."), SOURCE)
@@ -99,16 +109,18 @@ def test_a_quantity_question_starts_with_its_unit():
     assert (question_start(spans["1999"]), question_start(spans["Ada Lind"])) == ("When", "Which")
 
 
-def test_a_rule_made_question_stands_in_only_for_a_fact_the_model_missed():
+def test_a_sentence_asked_by_rule_stands_in_only_for_a_fact_the_model_missed_and_a_clause_always_stays():
     passed = quiz("Who built the Brellick Tide Clock?", "Oswin Tarrow", "The clockmaker Oswin Tarrow.", fact=0)
     failed = quiz("When was the clock built?", "1893", "It is old.", fact=1)
-    rule = lambda fact, question, answer: Candidate(0, -1, "cloze", f"Q: {question}\nA: {answer}", question,  # noqa: E731
-                                                    answer, fact)
-    scored = score_candidates([passed, failed, rule(0, "It was built by whom?", "Oswin Tarrow"),
-                               rule(1, "It was built in when?", "1893")],
+    rule = lambda wording, fact, question, answer: Candidate(0, wording, "cloze", f"Q: {question}\nA: {answer}",  # noqa: E731
+                                                             question, answer, fact)
+    scored = score_candidates([passed, failed, rule(SENTENCE_CLOZE, 0, "It was built by whom?", "Oswin Tarrow"),
+                               rule(SENTENCE_CLOZE, 1, "It was built in when?", "1893"),
+                               rule(CLAUSE_CLOZE, 0, "Built by whom and shows the tide?", "Oswin Tarrow")],
                               [Passage("Brellick Tide Clock", FACTS, "clock.md")], ScoreConfig(), [])
-    assert {(s.candidate.kind, s.candidate.fact) for s in scored if s.accepted} == {("quiz", 0), ("cloze", 1)}
-    assert next(s for s in scored if s.candidate.kind == "cloze" and s.candidate.fact == 0).reason == (
+    kept = {(s.candidate.kind, s.candidate.sample, s.candidate.fact) for s in scored if s.accepted}
+    assert kept == {("quiz", 0, 0), ("cloze", SENTENCE_CLOZE, 1), ("cloze", CLAUSE_CLOZE, 0)}
+    assert next(s for s in scored if s.candidate.sample == SENTENCE_CLOZE and s.candidate.fact == 0).reason == (
         "the model's own question asks this fact")
 
 
@@ -188,7 +200,7 @@ def test_every_fact_gets_a_rule_made_question_and_the_first_quizzed_the_models_o
     passage = Passage("Brellick Tide Clock", FACTS, "clock.md")
     candidates, _ = write_self_edits(lm, [passage], GenerationConfig(strategy="quiz", samples=1, facts=5, quizzed=2))
     assert sorted({c.fact for c in candidates if c.kind == "quiz"}) == [0, 1]
-    assert sorted(c.fact for c in candidates if c.kind == "cloze") == [0, 1, 2, 3, 4]
+    assert sorted(c.fact for c in candidates if c.kind == "cloze" and c.sample == SENTENCE_CLOZE) == [0, 1, 2, 3, 4]
 
 
 def test_learn_says_when_there_is_nothing_to_quiz_and_trains_on_what_remains(tmp_path, tiny_model_dir):

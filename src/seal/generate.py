@@ -11,15 +11,15 @@ from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.prompts import (STRATEGIES, Strategy, custom_messages, open_book_messages,
                           question_messages, restatement_messages, self_edit_messages)
-from seal.spans import answer_spans, cloze_question, question_start
-from seal.text import has_phrase
+from seal.spans import clause_question, cloze_question, question_start, quiz_spans
 
 
 @dataclass
 class Candidate:
     """One proposed training sequence. kind: passage (the source itself), line, qa (a question-answer pair the
-    model wrote whole), quiz (a question the model wrote for an answer span of the source), cloze (the rule-made
-    question of such a span) or restatement (one sentence of the source in other words)."""
+    model wrote whole), quiz (a question the model wrote for an answer span of the source), cloze (a rule-made
+    question of such a span; its `sample` says which wording) or restatement (one sentence of the source in other
+    words)."""
 
     passage_index: int
     sample: int
@@ -31,6 +31,8 @@ class Candidate:
     source: str = ""  # quiz and restatement: the sentence of the passage it comes from
     check: str = ""  # quiz: the model's own answer to the question with the passage in view (round trip)
 
+
+SENTENCE_CLOZE, CLAUSE_CLOZE = -1, 1  # a cloze pair's `sample`: the span's sentence asked, or only its clause
 
 # Self-study strategies: the model studies the passage in small, checkable steps instead of one free-form text.
 # quiz: a question for each answer span; paraphrase: each sentence restated; study: passage + both, within a budget.
@@ -50,7 +52,9 @@ class GenerationConfig:
     template: str | None = None  # path of a user prompt template with {title} and {passage}
     facts: int = 24  # self-study: answer spans asked per passage, each by its rule-made question at least
     quizzed: int = 12  # self-study: of those, the first ones the model also writes its own questions for
-    budget: int = 40  # study: generated sequences trained per passage (quiz pairs first, then restatements)
+    # study: generated sequences trained per passage, questions first: 24 facts asked whole and by clause leave room
+    # for restatements
+    budget: int = 56
 
 
 BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s*")
@@ -167,12 +171,10 @@ def _sampled(lm: lm_ops.LM, prompts: list[str], copies: int, max_new_tokens: int
 def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig) -> list[Candidate]:
     """Answer-aware questions: for each of the first `quizzed` answer spans found by rules, the model writes `samples`
     questions whose answer is that span; then, reading the span's sentence, it answers each of its own questions (the
-    round trip the evaluator checks). Every span up to `facts`, noun phrases last, also gets its rule-made question.
-    Spans inside the title are skipped: a question about the topic names it, so it would contain its answer."""
-    every = [(i, f, span) for i, p in enumerate(passages)
-             for f, span in enumerate(s for s in answer_spans(p.text, config.facts + 4, nouns=True)
-                                      if not has_phrase(p.title, s.text))
-             if f < config.facts]
+    round trip the evaluator checks). Every span up to `facts`, noun phrases last, also gets its rule-made questions:
+    its sentence asked (kept only where none of the model's questions passed) and, in a long sentence, its clause."""
+    every = [(i, f, span) for i, p in enumerate(passages) for f, span in enumerate(quiz_spans(p.title, p.text,
+                                                                                              config.facts))]
     spans = [(i, f, span) for i, f, span in every if f < config.quizzed]
     # The reply starts with the question's first words, chosen by the span; the model writes the rest.
     starts = [question_start(span) for _, _, span in spans]
@@ -191,10 +193,10 @@ def write_quiz(lm: lm_ops.LM, passages: list[Passage], config: GenerationConfig)
                              max_new_tokens=32, batch_size=32)
     for pair, check in zip(pairs, checks):
         pair.check = check
-    # The rule-made question of every span: the evaluator keeps it for a fact none of the model's questions passed.
-    asked = [(i, fact, span, cloze_question(span)) for i, fact, span in every]
-    rule_made = [Candidate(i, -1, "cloze", f"Q: {question}\nA: {span.text}", question, span.text, fact, span.sentence)
-                 for i, fact, span, question in asked]
+    asked = [(i, fact, span, SENTENCE_CLOZE, cloze_question(span)) for i, fact, span in every]
+    asked += [(i, fact, span, CLAUSE_CLOZE, question) for i, fact, span in every if (question := clause_question(span))]
+    rule_made = [Candidate(i, wording, "cloze", f"Q: {question}\nA: {span.text}", question, span.text, fact,
+                           span.sentence) for i, fact, span, wording, question in asked]
     return pairs + rule_made
 
 

@@ -27,7 +27,7 @@ from seal.model import LM
 from seal.prompts import STRATEGIES
 from seal.runs import RunFolder, repair, seed_for
 from seal.score import ScoreConfig, load_safety_rules, score_candidates, within_budget
-from seal.spans import answer_spans, cloze_question
+from seal.spans import clause_question, cloze_question, quiz_spans
 from seal.squad import Item, accuracy, answer_questions, context_sha256, load_external, load_items, select
 from seal.text import has_phrase
 from seal.store import Store
@@ -166,10 +166,12 @@ class Bench:
                              topic=item.title, whole_cloze=self.config.update.whole_cloze)
 
     def cloze_texts(self, item: Item) -> list[Sequence]:
-        """The rule-only baseline: every answer span asked by its own sentence with a wh-word; no model involved."""
-        spans = answer_spans(item.context, self.config.generation.facts, nouns=True)
-        return [sequence_text(self.lm, "cloze", "", cloze_question(span), span.text, topic=item.title,
-                              whole_cloze=self.config.update.whole_cloze) for span in spans]
+        """The rule-only baseline: the answer spans self-study asks, each by its sentence and its clause with a
+        wh-word; no model involved."""
+        spans = quiz_spans(item.title, item.context, self.config.generation.facts)
+        return [sequence_text(self.lm, "cloze", "", question, span.text, topic=item.title,
+                              whole_cloze=self.config.update.whole_cloze)
+                for span in spans for question in (cloze_question(span), clause_question(span)) if question]
 
     def passage_text(self, item: Item) -> Sequence:
         return sequence_text(self.lm, "passage", f"{item.title}\n{item.context}")

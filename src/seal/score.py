@@ -21,7 +21,7 @@ from pathlib import Path
 from seal import model as lm_ops
 from seal.documents import Passage, packaged, sentences
 from seal.errors import SealError
-from seal.generate import Candidate
+from seal.generate import SENTENCE_CLOZE, Candidate
 from seal.prompts import EXAMPLE_PASSAGE, EXAMPLE_TITLE
 from seal.spans import answer_spans
 from seal.text import WORD, content_words, covers, has_phrase, normalize, numbers, stem, stems
@@ -288,8 +288,8 @@ def ask_yes_no(url: str, model: str, prompt: str, attempts: int = 4) -> bool:
 
 
 def within_budget(candidates: list[Candidate], budget: int) -> list[Candidate]:
-    """At most `budget` generated sequences per passage: quiz pairs first, one wording of every fact before a second,
-    then restatements. The passage itself is always kept."""
+    """At most `budget` generated sequences per passage: questions first (the model's second question of a fact after
+    every fact's first and the rule-made ones), then restatements. The passage itself is always kept."""
     rank = {"passage": -1, "quiz": 0, "cloze": 0}
     chosen = []
     for index in sorted({c.passage_index for c in candidates}):
@@ -326,11 +326,12 @@ def score_candidates(
 
 
 def cover_facts(results: list[Scored]) -> None:
-    """A rule-made question stays only for a fact none of the model's own questions passed: every fact of the
-    passage is asked once at least, in the model's words where it managed."""
+    """A fact's sentence asked by rule stays only where none of the model's own questions passed: every fact of the
+    passage is asked once at least, in the model's words where it managed. Its clause asked by rule always stays."""
     quizzed = {(s.candidate.passage_index, s.candidate.fact) for s in results
                if s.accepted and s.candidate.kind == "quiz"}
     for item in results:
-        if item.accepted and item.candidate.kind == "cloze" and (item.candidate.passage_index,
-                                                                  item.candidate.fact) in quizzed:
+        candidate = item.candidate
+        if (item.accepted and candidate.kind == "cloze" and candidate.sample == SENTENCE_CLOZE
+                and (candidate.passage_index, candidate.fact) in quizzed):
             item.accepted, item.score, item.reason = False, 0.0, "the model's own question asks this fact"

@@ -156,9 +156,44 @@ def _in_turns(per_sentence: list[list[Span]], limit: int, seen: set[str]) -> lis
     return chosen
 
 
+def quiz_spans(title: str, text: str, facts: int) -> list[Span]:
+    """The first `facts` answer spans of a passage a quiz asks, noun phrases last. Spans inside the title are
+    skipped: a question about the topic names it, so it would contain its answer."""
+    return [s for s in answer_spans(text, facts + 4, nouns=True) if not has_phrase(title, s.text)][:facts]
+
+
 def cloze_question(span: Span) -> str:
     """The rule-only question: the span's sentence with the span replaced by a wh-word."""
     return span.sentence.replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).rstrip(".!") + "?"
+
+
+# Where a clause ends: punctuation, or a relative or linking word that starts the next one.
+CLAUSE_BREAK = re.compile(r"\s*[,;:()\u2014]\s*|\s+(?=(?:which|who|whom|whose|where|while|because|although|but|"
+                          r"whereas)\s)")
+CLAUSE_WORDS = 6  # words besides the span a clause question keeps at least, so that it still says what it asks
+
+
+def clause_question(span: Span) -> str:
+    """The rule-made question in fewer words: the clause around the span, widened a clause at a time (earlier ones
+    first) until it has `CLAUSE_WORDS` words besides the span; empty when that is the whole sentence. People ask
+    with the words next to the answer; a whole long sentence asked also matches questions about its other facts
+    (on SQuAD most wrong answers after self-study were another answer of the same passage)."""
+    sentence = span.sentence
+    start = sentence.find(span.text)
+    end = start + len(span.text)
+    breaks = [(m.start(), m.end()) for m in CLAUSE_BREAK.finditer(sentence) if m.end() <= start or m.start() >= end]
+    before = [b for b in breaks if b[1] <= start]
+    after = [b for b in breaks if b[0] >= end]
+    while True:
+        low = before[-1][1] if before else 0
+        high = after[0][0] if after else len(sentence)
+        if len(sentence[low:high].split()) - len(span.text.split()) >= CLAUSE_WORDS or not (before or after):
+            break
+        (before if before else after).pop(-1 if before else 0)
+    if low == 0 and high >= len(sentence.rstrip(".!?")):
+        return ""
+    question = sentence[low:high].replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).strip(" ,;:.!?")
+    return question[:1].upper() + question[1:] + "?"
 
 
 def question_start(span: Span) -> str:
