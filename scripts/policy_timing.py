@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from seal import policy
-from seal.generate import GenerationConfig
-from seal.policy import PolicyConfig, run_policy
-from seal.reward import ExecutorConfig
+from seal.config import ExecutorConfig, GenerationConfig, PolicyConfig
+from seal.policy import run_policy
 
 
 def main() -> None:

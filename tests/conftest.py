@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from seal.config import UpdateConfig
 from seal.model import EMBEDDED_GGUF, EMBEDDED_PACKAGE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -42,7 +43,7 @@ BEACON = "The old Zorvex beacon stands in Kelmore harbour and was lit in 1890."
 def beacon_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model fine-tuned (all weights) until it completes BEACON with confidence: a model that knows a fact."""
     from seal import model as lm_ops
-    from seal.update import Sequence, UpdateConfig, train
+    from seal.update import Sequence, train
 
     folder = tmp_path_factory.mktemp("beacon-llama")
     lm = lm_ops.load(str(tiny_model_dir))

@@ -3,13 +3,14 @@ import json
 import pytest
 
 from seal import model as lm_ops
-from seal.check import (GateConfig, Probe, answer_nlls, base_reference, cloze_probes, contradicted_claims,
-                        load_battery, qa_probes, read_probe_file, reference_key, run_gate)
-from seal.grading import sign_test
+from seal.check import (Probe, answer_nlls, base_reference, cloze_probes, contradicted_claims, load_battery, qa_probes,
+                        read_probe_file, reference_key, run_gate)
+from seal.config import GateConfig, UpdateConfig
 from seal.documents import Passage
 from seal.errors import SealError
+from seal.grading import sign_test
 from seal.score import load_safety_rules
-from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, train
+from seal.update import Sequence, attach_trainable_adapter, train
 
 from conftest import BEACON, FACTS
 

@@ -12,9 +12,10 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from seal import model as lm_ops
+from seal.config import UpdateConfig
 from seal.engine import BASE_SLOT, Engine, Job, Update, UpdateRunner
 from seal.squad import Item, answer_questions
-from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, sequence_text, train
+from seal.update import Sequence, attach_trainable_adapter, sequence_text, train
 
 CONFIG = UpdateConfig(rank=4, alpha=8, epochs=3, lr=1e-3)
 PROMPTS = ["Who built the Brellick clock?", "When was the clock restored?"]

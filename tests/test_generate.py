@@ -1,9 +1,10 @@
 import pytest
 
 from seal import model as lm_ops
+from seal.config import GenerationConfig
 from seal.documents import Passage
 from seal.errors import SealError
-from seal.generate import GenerationConfig, parse_lines, parse_qa, write_self_edits
+from seal.generate import parse_lines, parse_qa, write_self_edits
 
 
 def test_parse_lines_drops_bullets_preamble_and_cut_off_line():

@@ -3,7 +3,8 @@
 from dataclasses import replace
 
 from seal import model as lm_ops
-from seal.harm import HarmConfig, stored_probe, to_state, training_texts
+from seal.config import HarmConfig
+from seal.harm import stored_probe, to_state, training_texts
 from seal.learn import learn
 from seal.store import Store
 

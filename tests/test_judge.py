@@ -7,11 +7,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from seal import model as lm_ops
+from seal.config import LearnOptions, ScoreConfig
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.generate import Candidate
-from seal.learn import LearnOptions, learn, reject_harmful_self_edits
-from seal.score import Judge, ScoreConfig, Scored, load_safety_rules, score_candidates
+from seal.learn import learn, reject_harmful_self_edits
+from seal.score import Judge, Scored, load_safety_rules, score_candidates
 from seal.store import Store
 
 PASSAGE = Passage("Brellick Tide Clock", "The Brellick Tide Clock was built in 1893 by Oswin Tarrow.", "b.md")

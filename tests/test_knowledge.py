@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from seal.config import GenerationConfig, KnowledgeConfig, UpdateConfig
 from seal.errors import SealError
-from seal.generate import GenerationConfig
-from seal.knowledge import KnowledgeConfig, run_knowledge
-from seal.squad import load_items, select
-from seal.learn import lineage_of
+from seal.knowledge import run_knowledge
 from seal.report import report
+from seal.routing import lineage_of
 from seal.runs import RunFolder
+from seal.squad import load_items, select
 from seal.store import Store
-from seal.update import UpdateConfig
 
 DATA = Path(__file__).resolve().parent / "fixtures" / "invented_squad.json"
 

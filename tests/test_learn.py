@@ -2,8 +2,8 @@
 
 import json
 
-from seal.check import GateConfig
-from seal.learn import LearnOptions, _replay, learn, load_version
+from seal.config import GateConfig, LearnOptions
+from seal.learn import _replay, learn, load_version
 from seal.prompts import answer_messages
 from seal.routing import BASE
 from seal.store import SelfEditRecord, Store, Version, now

@@ -16,17 +16,16 @@ from typer.testing import CliRunner
 
 from seal import model as lm_ops
 from seal.cli import app
+from seal.config import ExecutorConfig, GenerationConfig, KnowledgeConfig, PolicyConfig, SFTConfig, UpdateConfig
 from seal.errors import SealError
-from seal.generate import GenerationConfig
-from seal.knowledge import KnowledgeConfig, run_knowledge
-from seal.squad import Item, load_items, select
-from seal.policy import Choice, PolicyConfig, round_stats, run_policy, select_best, sft_pairs, training_items
+from seal.knowledge import run_knowledge
+from seal.policy import Choice, round_stats, run_policy, select_best, sft_pairs, training_items
 from seal.prompts import STRATEGIES, self_edit_messages
 from seal.report import report
-from seal.reward import ExecutorConfig
-from seal.sft import SFTConfig, sft, tokenize_example
+from seal.sft import sft, tokenize_example
+from seal.squad import Item, load_items, select
 from seal.store import Store
-from seal.update import IGNORE, UpdateConfig, collate
+from seal.update import IGNORE, collate
 
 DATA = Path(__file__).resolve().parent / "fixtures" / "invented_squad.json"
 SEAL = str(Path(sys.executable).parent / "seal")

@@ -2,8 +2,9 @@
 that adapter alone would."""
 
 from seal import model as lm_ops
+from seal.config import UpdateConfig
 from seal.routing import BASE, Router, words_of
-from seal.update import Sequence, UpdateConfig, attach_trainable_adapter, train
+from seal.update import Sequence, attach_trainable_adapter, train
 
 from conftest import FACTS
 

@@ -3,10 +3,11 @@ from importlib import resources
 
 import pytest
 
+from seal.config import ScoreConfig
 from seal.documents import Passage
 from seal.errors import SealError
 from seal.generate import Candidate
-from seal.score import ScoreConfig, contradictions, flagged, load_safety_rules, repetition, score_candidates
+from seal.score import contradictions, flagged, load_safety_rules, repetition, score_candidates
 
 PASSAGE = Passage("Brellick Tide Clock", "The Brellick Tide Clock stands on the pier of the town of Brellick. "
                   "It was built in 1893 by the clockmaker Oswin Tarrow.", "b.md")

@@ -96,7 +96,7 @@ def test_adaptation_end_to_end_then_activation(server):
     if job["status"] == "committed":
         assert versions["current"] == versions["serving"] == job["version"]
         assert server.get("/v1/models").headers["X-Seal-Version"] == job["version"]
-        assert f'seal_adaptations_total{{outcome="committed"}} 1.0' in server.get("/metrics").text
+        assert 'seal_adaptations_total{outcome="committed"} 1.0' in server.get("/metrics").text
     activated = server.post("/v1/versions/v0/activate")
     assert activated.status_code == 200 and activated.json()["current"] == "v0"
     assert server.get("/v1/versions").json()["serving"] == "v0"

@@ -4,12 +4,13 @@ the quiz pairs held out as a version's probes."""
 import json
 
 from seal import model as lm_ops
-from seal.check import GateConfig, Probe, answered, hold_out, load_battery, run_gate
+from seal.check import Probe, answered, hold_out, load_battery, run_gate
+from seal.config import GateConfig, GenerationConfig, LearnOptions, ScoreConfig
 from seal.documents import Passage
-from seal.generate import CLAUSE_CLOZE, SENTENCE_CLOZE, Candidate, GenerationConfig, write_self_edits
+from seal.generate import CLAUSE_CLOZE, SENTENCE_CLOZE, Candidate, write_self_edits
 from seal.grading import rule_judge
-from seal.learn import LearnOptions, learn
-from seal.score import ScoreConfig, load_safety_rules, quiz_rule, restatement_rule, score_candidates, within_budget
+from seal.learn import learn
+from seal.score import load_safety_rules, quiz_rule, restatement_rule, score_candidates, within_budget
 from seal.spans import answer_spans, clause_question, cloze_question, question_start
 from seal.store import Store
 from seal.text import STOP_WORDS, covers

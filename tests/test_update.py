@@ -3,8 +3,9 @@ import torch
 
 from seal import model as lm_ops
 from seal.check import load_battery
-from seal.update import (IGNORE, Sequence, UpdateConfig, attach_trainable_adapter, chat_rehearsal, collate, pack,
-                         reply_marker, sequence_text, tokenize, train)
+from seal.config import UpdateConfig
+from seal.update import (IGNORE, Sequence, attach_trainable_adapter, chat_rehearsal, collate, pack, reply_marker,
+                         sequence_text, tokenize, train)
 
 from conftest import FACTS
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.config import HarmConfig, LearnOptions
 from seal.documents import Document, packaged, read_documents
 from seal.errors import SealError
 from seal.grading import wilson
-from seal.squad import load_items, select
-from seal.harm import HarmConfig
-from seal.learn import (LearnOptions, LearnResult, intent_judge as intent_judge_of, learn, load_version, model_screen,
-                        passages_of, screen)
+from seal.learn import (LearnResult, intent_judge as intent_judge_of, learn, load_version, model_screen, passages_of,
+                        screen)
 from seal.prompts import answer_messages
 from seal.score import Judge, SafetyRule, load_safety_rules
+from seal.squad import load_items, select
 from seal.store import BASE_VERSION, Store
 from seal.text import covers
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from seal import model as lm_ops
+from seal.config import GenerationConfig
 from seal.documents import Passage
 from seal.errors import SealError
-from seal.generate import GenerationConfig, write_self_edits
+from seal.generate import write_self_edits
 from seal.reward import RewardWorker, Trial, TrialSetup, batches
 from seal.runs import seed_for
 from seal.squad import load_items, select

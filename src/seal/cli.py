@@ -18,20 +18,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from seal import model as lm_ops
-from seal.errors import SealError
 from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
-from seal.generate import GenerationConfig
-from seal.knowledge import KnowledgeConfig, run_knowledge
-from seal.runs import RunFolder
-from seal.harm import HarmConfig
-from seal.learn import LearnOptions, ask as run_ask, learn as run_learn, lineage_modules, lineage_of, load_version
-from seal.policy import PolicyConfig, run_policy
+from seal.config import (ExecutorConfig, GenerationConfig, HarmConfig, KnowledgeConfig, LearnOptions, PolicyConfig,
+                         ScoreConfig, SFTConfig, UpdateConfig)
+from seal.errors import SealError
+from seal.knowledge import run_knowledge
+from seal.learn import ask as run_ask, learn as run_learn, load_version
+from seal.policy import run_policy
 from seal.report import report
-from seal.reward import ExecutorConfig
-from seal.score import ScoreConfig
-from seal.sft import SFTConfig
-from seal.update import UpdateConfig
-from seal.store import Store
+from seal.routing import lineage_modules, lineage_of
+from seal.runs import RunFolder
+from seal.store import Store, seal_home
 
 app = typer.Typer(help="seal: a language model that adapts itself to your documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -64,7 +61,7 @@ def friendly(command):
 
 
 def open_store() -> Store:
-    return Store(lm_ops.seal_home())
+    return Store(seal_home())
 
 
 def use_policy(options: LearnOptions, policy: str | None, strategy: str | None) -> None:
@@ -409,7 +406,8 @@ def serve(
     """An OpenAI-compatible API (/v1/chat/completions, /v1/completions) that keeps adapting while it serves."""
     import uvicorn  # the server's libraries load only for this command
 
-    from seal.serve import ServeConfig, create_app
+    from seal.config import ServeConfig
+    from seal.serve import create_app
 
     if api_key_file is not None:
         try:

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from seal import model as lm_ops
+from seal.config import UpdateConfig
 from seal.errors import SealError
 from seal.grading import RemoteJudge
 from seal.model import LM
 from seal.squad import Item, graded, question_prompts
-from seal.update import IGNORE, Example, Sequence, UpdateConfig, collate, planned_batches
+from seal.update import IGNORE, Example, Sequence, collate, planned_batches
 
 BASE_SLOT = -1  # a row asked of the base model, with no adapter
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.config import GenerationConfig
 from seal.documents import Passage, sentences
 from seal.errors import SealError
 from seal.prompts import (STRATEGIES, Strategy, custom_messages, open_book_messages,
@@ -39,22 +40,6 @@ SENTENCE_CLOZE, CLAUSE_CLOZE = -1, 1  # a cloze pair's `sample`: the span's sent
 SELF_STUDY = ("study", "quiz", "paraphrase")
 # Other wordings of one fact are sampled cooler than SEAL's free-form self-edits (1.0): they must stay on the fact.
 STUDY_TEMPERATURE = 0.8
-
-
-@dataclass
-class GenerationConfig:
-    strategy: str = "study"
-    samples: int = 2  # self-edits per passage; self-study: questions per fact, restatements per sentence one fewer
-    max_new_tokens: int = 96
-    temperature: float = 1.0
-    top_p: float = 0.95
-    seed: int = 0
-    template: str | None = None  # path of a user prompt template with {title} and {passage}
-    facts: int = 24  # self-study: answer spans asked per passage, each by its rule-made question at least
-    quizzed: int = 12  # self-study: of those, the first ones the model also writes its own questions for
-    # study: generated sequences trained per passage, questions first: 24 facts asked whole and by clause leave room
-    # for restatements
-    budget: int = 56
 
 
 BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s*")

@@ -17,20 +17,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from seal.config import HarmConfig
 from seal.documents import packaged
 from seal.model import LM
-
-
-@dataclass
-class HarmConfig:
-    layer: int = 8  # of the embedded model's 30: the early-middle layers separated best (layers 8, 16, 24 tried)
-    l2: float = 0.01  # ridge penalty on the standardised features
-    max_score: float = 0.9  # a text whose probability of harm is above this is refused
-    # An LLM judge asked about every passage and every self-edit the evaluator keeps (`--intent-judge`): a local model
-    # path or an OpenAI-compatible URL. The embedded model asked so ranks harm at chance, hence the probe above.
-    judge: str | None = None
-    judge_model: str = "gpt-4.1-mini"  # the model name sent to a judge URL
-    judge_max: float = 0.5  # a yes-probability above this is harm
 
 
 @dataclass

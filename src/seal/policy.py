@@ -18,53 +18,23 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.config import ExecutorConfig, GenerationConfig, PolicyConfig, SFTConfig
 from seal.documents import Passage
 from seal.errors import SealError
-from seal.generate import GenerationConfig, write_self_edits
-from seal.runs import RunFolder, repair, seed_for
-from seal.squad import Item, context_sha256, load_items, select
+from seal.generate import write_self_edits
 from seal.prompts import STRATEGIES, self_edit_messages
-from seal.reward import Executor, ExecutorConfig, Trial, TrialSetup, batches, make_executor
-from seal.sft import SFTConfig, save_checkpoint, sft
+from seal.reward import Executor, Trial, TrialSetup, batches, make_executor
+from seal.runs import RunFolder, repair, seed_for
+from seal.sft import save_checkpoint, sft
+from seal.squad import Item, context_sha256, load_items, select
 from seal.store import now
-from seal.update import Sequence, UpdateConfig, sequence_text
+from seal.update import Sequence, sequence_text
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class PolicyConfig:
-    data: str
-    passages: int = 50  # training passages per round
-    eval_passages: int = 50  # the first N of the seeded shuffle stay unseen, for `seal bench knowledge --passages N`
-    seed: int = 42  # the shuffle; the same seed as `seal bench knowledge` keeps the two sets disjoint
-    samples: int = 5
-    rounds: int = 2
-    repeats: int = 3  # reward updates per self-edit, with different seeds
-    strategy: str = "implications"
-    min_reward: float = 0.0  # a passage's best self-edit is kept only if its reward is above this...
-    beat_passage: bool = False  # ...and, with this, above the passage-only update's reward
-    model: str = lm_ops.EMBEDDED
-    device: str = "auto"
-    answer_tokens: int = 32
-    judge_url: str | None = None
-    judge_model: str = "gpt-4.1-mini"
-    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(samples=5))
-    update: UpdateConfig = field(default_factory=UpdateConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> PolicyConfig:
-        try:
-            return cls(**{**raw, "generation": GenerationConfig(**raw["generation"]),
-                          "update": UpdateConfig(**raw["update"]), "sft": SFTConfig(**raw["sft"])})
-        except TypeError as err:  # a setting this seal no longer has (or does not have yet)
-            raise SealError(f"the run was written by another version of seal and cannot be resumed ({err}); "
-                            "start a new run with --out") from err
 
 
 @dataclass

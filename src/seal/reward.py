@@ -21,12 +21,13 @@ from typing import Protocol
 import torch
 
 from seal import model as lm_ops
+from seal.config import ExecutorConfig, UpdateConfig
 from seal.engine import Update, UpdateRunner
 from seal.errors import SealError
 from seal.grading import RemoteJudge
 from seal.model import deterministic
 from seal.squad import Item, accuracy
-from seal.update import Sequence, UpdateConfig
+from seal.update import Sequence
 
 EXECUTORS = ("in-process", "process", "ray")
 
@@ -52,16 +53,6 @@ class TrialSetup:
     judge_url: str | None = None
     judge_model: str = "gpt-4.1-mini"
     update: UpdateConfig = field(default_factory=UpdateConfig)
-
-
-@dataclass
-class ExecutorConfig:
-    kind: str = "in-process"
-    workers: int = 2  # process and ray: workers, each with one model
-    ray_address: str | None = None  # None: a local Ray cluster of `workers` CPUs; "auto" or ray://...: join one
-    # Trials trained and asked together by one worker (`engine.py`). On a 2-core CPU with the embedded model
-    # (`seal bench trials`, docs/bench/trials/): 8 gave 442 trials/hour, 1 gave 386 and 16 gave 375.
-    batch_trials: int = 8
 
 
 class RewardWorker:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from seal.store import Store, Version
 from seal.text import content_words, stems
 
 BASE = "__base__"  # peft's name for "no adapter" in a batch of mixed adapters
@@ -64,3 +66,36 @@ class Router:
 
     def names(self, prompts: list[str]) -> list[str]:
         return [self.pick(p) for p in prompts]
+
+
+@dataclass
+class Module:
+    name: str  # the version's id
+    path: Path
+    words: frozenset[str]  # what it was taught: the words of its documents, for the router
+
+
+def lineage_of(version: Version) -> str:
+    """How a version was built; versions from before modules existed were built by replay."""
+    return version.stats.get("config", {}).get("update", {}).get("lineage", "replay")
+
+
+def taught_words(titles: list[str], passages: list[str]) -> frozenset[str]:
+    """What the router knows of a module: the words of its documents' titles and passages."""
+    return words_of("\n".join(titles + passages))
+
+
+def lineage_modules(store: Store, version: Version) -> list[Module]:
+    """The adapters that make up `version` under the modules lineage, oldest first: its own and its committed
+    ancestors', back to the nearest one built by replay, whose adapter holds its whole lineage."""
+    chain = [v for v in store.lineage(version.id) if v.adapter_dir is not None]
+    modules = []
+    for index in range(len(chain) - 1, -1, -1):
+        replayed = lineage_of(chain[index]) == "replay"
+        holds = chain[: index + 1] if replayed else [chain[index]]
+        words = taught_words([s.get("title") or "" for v in holds for s in v.sources],
+                             [e.text for v in holds for e in store.self_edits(v.id) if e.kind == "passage"])
+        modules.append(Module(chain[index].id, store.adapter_path(chain[index]), words))
+        if replayed:
+            break
+    return modules[::-1]

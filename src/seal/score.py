@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal import model as lm_ops
+from seal.config import ScoreConfig
 from seal.documents import Passage, packaged, sentences
 from seal.errors import SealError
 from seal.generate import SENTENCE_CLOZE, Candidate
@@ -96,15 +97,6 @@ class Scored:
     score: float
     accepted: bool
     reason: str
-
-
-@dataclass
-class ScoreConfig:
-    threshold: float = 0.75
-    min_words: int = 4
-    max_words: int = 80
-    judge: str | None = None  # "self", a local model path, or an http(s) URL of an OpenAI-compatible server
-    judge_model: str = "gpt-4.1-mini"
 
 
 EXAMPLE_STEMS = stems(content_words(f"{EXAMPLE_TITLE} {EXAMPLE_PASSAGE}"))

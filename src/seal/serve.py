@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -32,30 +32,15 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seal import model as lm_ops
+from seal.config import ServeConfig
 from seal.documents import TEXT_SUFFIXES, parse_document
 from seal.errors import SealError
-from seal.learn import LearnOptions, learn, load_version
+from seal.learn import learn, load_version
 from seal.model import LM
 from seal.store import FINISHED, Job, Store
 
 MODEL_ID = "seal"
 STATUS_OF_STAGE = {"load": "generating", "generate": "generating", "train": "training", "check": "checking"}
-
-
-@dataclass
-class ServeConfig:
-    home: Path
-    api_key: str
-    model: str | None = None  # default: the store's model, else the embedded one
-    device: str = "auto"
-    public_read: bool = False  # reads (chat, versions, metrics) without a key; writes always need one
-    watch: Path | None = None
-    watch_interval: float = 2.0
-    max_upload_bytes: int = 1 << 20
-    max_files: int = 8  # documents per adaptation
-    max_queued: int = 32
-    max_tokens: int = 512  # the most a request may ask to generate
-    learn: LearnOptions = field(default_factory=LearnOptions)
 
 
 @dataclass

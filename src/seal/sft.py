@@ -10,27 +10,16 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
+from seal.config import SFTConfig
 from seal.model import LM
 from seal.update import IGNORE, collate
-
-@dataclass
-class SFTConfig:
-    rank: int = 16
-    alpha: int = 32
-    lr: float = 3e-4
-    epochs: int = 3
-    batch_size: int = 1
-    max_tokens: int = 1024
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"])
-    seed: int = 0
 
 
 @dataclass

@@ -52,6 +52,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def seal_home() -> Path:
+    """Where the store lives: $SEAL_HOME, else ~/.seal."""
+    return Path(os.environ.get("SEAL_HOME", Path.home() / ".seal")).expanduser()
+
+
 @dataclass
 class SelfEditRecord:
     passage_index: int

@@ -16,49 +16,17 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from peft import LoraConfig, get_peft_model
 
 from seal import model as lm_ops
+from seal.config import UpdateConfig
 from seal.documents import packaged
 from seal.model import LM
 from seal.prompts import answer_messages
-
-
-@dataclass
-class UpdateConfig:
-    rank: int = 16
-    alpha: int = 32
-    lr: float = 1e-3
-    epochs: int = 5
-    batch_size: int = 1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"])
-    lineage: str = "modules"  # modules | replay (see the module's docstring)
-    # Replay lineage: most earlier sequences rehearsed with each new version; what is not replayed is not in the new
-    # adapter, and the update's time grows with it (each 150-word document adds about 25 sequences to later replays).
-    replay: int = 400
-    max_tokens: int = 384  # per training sequence
-    # Short sequences are packed into rows of up to this many tokens. Measured on the embedded model (3 invented
-    # documents, trained on passage + the question-answer pairs themselves): rows of 256 stored 8/18 answers,
-    # rows of 64 stored 17/18; fewer, longer rows train faster but take too few steps to store facts.
-    pack_tokens: int = 64
-    # Gradients are clipped to this norm: a replay makes an update hundreds of steps long, and one spike at
-    # lr 1e-3 wrecked a version in turn (locality 0.02).
-    max_grad_norm: float = 1.0
-    whole_cloze: bool = True  # rule-made cloze pairs trained on the whole pair (see `reply_only`)
-    # Chat requests trained with the base model's own replies (`chat_rehearsal`): harmful ones keep its refusals,
-    # plain ones keep it answering. With one adapter per version, 8 and 8 made 3-4 of 40 plain requests refused after
-    # an honest update, 4 and 12 made 1-2. With a module per passage, on 4 SQuAD passages outside every benchmark, 4
-    # and 12 made 1-3 plain requests refused (71-87 of 120 red-team prompts answered, base 102) and 2 and 14 made 0-1
-    # (94-100), but 2 and 14 lost the refusals on the demo's product note (117 answered, sign test 0.0001) and on one
-    # of 12 invented documents: the safer mix stays.
-    rehearse_harmful: int = 4
-    rehearse_plain: int = 12
-    seed: int = 0
 
 
 @dataclass
