@@ -1,12 +1,16 @@
 """The command line as a user meets it: bad input gets one clear line and a non-zero exit, nothing is lost."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from seal.cli import app
-from seal.store import Store
+from seal.store import SelfEditRecord, Store, Version, now
 
 from conftest import BEACON
 
@@ -125,3 +129,50 @@ def test_learn_lists_the_contradicted_statements_and_show_keeps_an_override(home
         "--allow-contradiction")  # the gate may still refuse the tiny model's update; the override is recorded
     shown = run("show", "v2").output
     assert "contradiction overridden" in shown and "v0 said 'Kelmore'" in shown
+
+
+READER = """
+import sys
+from typer.testing import CliRunner
+from seal.cli import app
+for command in (["history"], ["history", "--wide"], ["show", "v1"], ["show", "v2"], ["rollback", "v1"]):
+    result = CliRunner().invoke(app, command, terminal_width=80)
+    print(f"$ {' '.join(command)} -> {result.exit_code}")
+    print(result.stdout)
+print("heavy:", [name for name in ("torch", "transformers", "peft", "matplotlib") if name in sys.modules])
+"""
+
+
+def test_reading_the_store_loads_no_model_library_and_fits_80_columns(tmp_path):
+    home = tmp_path / "home"
+    store = Store(home)
+    name = "a-document-whose-file-name-is-far-too-long-for-one-line-of-eighty-columns.md"
+    sources = [{"source": f"/docs/{name}", "title": "Long", "sha256": "0" * 64}]
+    checks = {"passed": True, "checks": [{"name": "locality", "passed": True, "value": 0.70224, "threshold": 0.45}]}
+    edit = SelfEditRecord(0, 0, "restatement", " ".join(f"word{k}" for k in range(60)), "", "", 1.0, True,
+                          "grounded 1.00", "trained")
+    store.record(Version("", "v0", "committed", now(), "tiny", sources, None, 1, 0, {}, checks, ""), [edit], [],
+                 make_current=True)
+    reason = "sanity check failed (0.0312 vs threshold 0.05)"
+    store.record(Version("", "v1", "rolled_back", now(), "tiny", sources, None, 0, 0, {}, {}, reason), [], [],
+                 make_current=False)
+    shown = subprocess.run([sys.executable, "-c", READER], env={**os.environ, "SEAL_HOME": str(home)},
+                           capture_output=True, text=True, check=True).stdout
+    assert "heavy: []" in shown and shown.count("-> 0") == 5
+    history, wide, first, second, _ = shown.split("$ ")[1:]
+    assert all(len(line) <= 80 for line in (history + first + second).splitlines())
+    assert "rolled back" in history and reason in history and name not in history and "…" in history
+    assert name in wide
+    assert all(f"word{k}" in first for k in range(60))  # a self-edit is shown whole, wrapped
+    assert "locality" in first and "0.7022" in first and reason in second
+
+
+def test_ask_prints_no_library_progress_bars_and_chat_writes_json_lines(home, tiny_model_dir):
+    asked = subprocess.run([str(Path(sys.executable).parent / "seal"), "ask", "Hello?", "--model", str(tiny_model_dir),
+                            "--max-new-tokens", "4"], env={**os.environ, "SEAL_HOME": str(home)},
+                           capture_output=True, text=True)
+    assert asked.returncode == 0 and "Loading weights" not in asked.stderr and "%|" not in asked.stderr, asked.stderr
+    chatted = run("chat", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json", input="Hi\nAgain\n\n")
+    replies = [json.loads(line) for line in chatted.stdout.splitlines() if line.startswith("{")]
+    assert chatted.exit_code == 0 and [r["prompt"] for r in replies] == ["Hi", "Again"]
+    assert all(r["version"] == "v0" and isinstance(r["reply"], str) for r in replies)

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -15,20 +16,20 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-from seal import model as lm_ops
-from seal.bench import bench_gate as run_bench_gate, bench_learn as run_bench_learn
-from seal.config import (ExecutorConfig, GenerationConfig, HarmConfig, KnowledgeConfig, LearnOptions, PolicyConfig,
-                         ScoreConfig, SFTConfig, UpdateConfig)
+from seal.config import (EMBEDDED, ExecutorConfig, GenerationConfig, HarmConfig, KnowledgeConfig, LearnOptions,
+                         PolicyConfig, ScoreConfig, ServeConfig, SFTConfig, UpdateConfig)
 from seal.errors import SealError
-from seal.knowledge import run_knowledge
-from seal.learn import ask as run_ask, learn as run_learn, load_version
-from seal.policy import run_policy
-from seal.report import report
 from seal.routing import lineage_modules, lineage_of
 from seal.runs import RunFolder
 from seal.store import Store, seal_home
+
+# Commands that only read the store (history, show, rollback) import nothing heavy: torch, transformers and
+# matplotlib load inside the commands that use them.
 
 app = typer.Typer(help="seal: a language model that adapts itself to your documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -37,6 +38,25 @@ bench_app = typer.Typer(help="Benchmarks on the embedded model; results go to fi
 app.add_typer(bench_app, name="bench")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
+VerboseFlag = Annotated[bool, typer.Option("--verbose", help="Show the libraries' own warnings and progress bars "
+                                                             "(loading weights, GGUF conversion).")]
+
+
+@app.callback()
+def main(verbose: VerboseFlag = False) -> None:
+    """seal: a language model that adapts itself to your documents."""
+    if not verbose:
+        quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' and the hub's progress bars and advice out of seal's output. They read these settings when
+    first imported, which is after this: the commands import them lazily."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|torch|accelerate|ray)\b")
+
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ModelOption = Annotated[Optional[str], typer.Option(help="Base model: a local directory or hub id (default: the "
@@ -66,6 +86,8 @@ def open_store() -> Store:
 
 def use_policy(options: LearnOptions, policy: str | None, strategy: str | None) -> None:
     """Self-edits written by `policy` (by its absolute path), with the prompt it was trained on unless --strategy."""
+    from seal import model as lm_ops
+
     options.policy = lm_ops.canonical_name(policy) if policy else None
     trained_on = lm_ops.read_lineage(policy).get("strategy") if policy else None
     options.generation.strategy = strategy or trained_on or GenerationConfig.strategy
@@ -73,7 +95,9 @@ def use_policy(options: LearnOptions, policy: str | None, strategy: str | None) 
 
 def model_for(store: Store, model: str | None) -> str:
     """The --model given (canonical), else the store's model, else the embedded one."""
-    return lm_ops.canonical_name(model) if model else (store.model() or lm_ops.EMBEDDED)
+    from seal import model as lm_ops
+
+    return lm_ops.canonical_name(model) if model else (store.model() or EMBEDDED)
 
 
 def progress_bar() -> Progress:
@@ -153,6 +177,8 @@ def learn(
     as_json: JsonFlag = False,
 ) -> None:
     """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
+    from seal.learn import learn as run_learn
+
     store = open_store()
     options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
                            safety_rules=safety_rules, max_passages=max_passages,
@@ -204,6 +230,8 @@ def ask(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer a question from the current version's weights (no retrieval)."""
+    from seal.learn import ask as run_ask
+
     with err.status("thinking"):
         store = open_store()
         vid, answer = run_ask(store, question, model_for(store, model), device, max_new_tokens, version)
@@ -219,8 +247,12 @@ def chat(
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    as_json: JsonFlag = False,
 ) -> None:
     """Talk to the current version; replies stream as they are generated. Empty line or Ctrl-D ends."""
+    from seal import model as lm_ops
+    from seal.learn import load_version
+
     store = open_store()
     with err.status("loading"):
         lm, vid = load_version(store, model_for(store, model), device)
@@ -228,7 +260,7 @@ def chat(
     messages: list[dict[str, str]] = []
     while True:
         try:
-            line = input("> ").strip()
+            line = input("" if as_json else "> ").strip()
         except EOFError:
             break
         if not line:
@@ -237,34 +269,64 @@ def chat(
         reply = ""
         for piece in lm_ops.stream(lm, lm.chat_prompt(messages), max_new_tokens):
             reply += piece
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+            if not as_json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        whole = {"version": vid, "prompt": line, "reply": reply.strip()}
+        sys.stdout.write(json.dumps(whole) + "\n" if as_json else "\n")  # --json: one line per reply, once whole
+        sys.stdout.flush()
         messages.append({"role": "assistant", "content": reply.strip()})
+
+
+STATUS_WORDS = {"rolled_back": "rolled back"}
+
+
+def short_time(stamp: str) -> str:
+    """An ISO timestamp as 'YYYY-MM-DD HH:MM' (UTC, as stored)."""
+    return stamp[:16].replace("T", " ")
 
 
 @app.command()
 @friendly
-def history(as_json: JsonFlag = False) -> None:
-    """Every version and failed attempt: id, parent, source, self-edits kept/rejected, checks, time."""
+def history(as_json: JsonFlag = False,
+            wide: Annotated[bool, typer.Option("--wide", help="Full sources and reasons, one line each.")] = False
+            ) -> None:
+    """Every version and failed attempt: id, parent, status, self-edits kept/rejected, time, sources, and why an
+    update was rolled back."""
     store = open_store()
     versions, current = store.history(), store.current_id()
     if as_json:
         out.print_json(json.dumps({"current": current, "versions": [asdict(v) for v in versions]}))
         return
-    table = Table("", "id", "parent", "status", "source", "kept", "rejected", "checks", "created")
+    if not versions:
+        out.print("no versions yet: run `seal learn FILE`")
+        return
+    # Fixed columns and the reason under its version: 80 columns hold every column whole but the sources.
+    rows = [("", "id", "parent", "status", "kept/rej", "created (UTC)", "sources", "", "bold")]
     for v in versions:
-        sources = ", ".join(Path(s["source"]).name for s in v.sources) or "-"
-        checks = "-" if v.status == "base" else ("passed" if v.report.get("passed") else v.reason[:60])
-        table.add_row("*" if v.id == current else "", v.id, v.parent or "-", v.status, sources, str(v.kept),
-                      str(v.rejected), checks, v.created_at)
-    out.print(table if versions else "no versions yet: run `seal learn FILE`")
+        rows.append(("*" if v.id == current else "", v.id, v.parent or "-", STATUS_WORDS.get(v.status, v.status),
+                     "-" if v.status == "base" else f"{v.kept}/{v.rejected}", short_time(v.created_at),
+                     ", ".join(Path(s["source"]).name for s in v.sources) or "-", v.reason,
+                     "red" if v.status == "rolled_back" else ""))
+    widths = [max(len(row[k]) for row in rows) for k in range(6)]
+    indent = sum(widths[:3]) + 3
+    for *cells, sources, reason, style in rows:
+        line = " ".join(cell.rjust(w) if k == 4 else cell.ljust(w) for k, (cell, w) in enumerate(zip(cells, widths)))
+        line = f"{line} {sources}"
+        for text, line_style in ((line, style), (" " * indent + reason, "dim") if reason else ("", "")):
+            if text:
+                shown = Text(text, style=line_style)
+                if not wide:
+                    shown.truncate(out.width, overflow="ellipsis")
+                out.print(shown, soft_wrap=wide, highlight=False)
+    out.print("[dim]* current version; `seal show ID` for one version in full[/dim]")
 
 
 @app.command()
 @friendly
 def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")], as_json: JsonFlag = False) -> None:
-    """Everything about one version: sources, self-edits with scores, training stats, check report."""
+    """Everything about one version: sources, training, every check against its threshold, every self-edit with
+    its score and the evaluator's reason, whole."""
     store = open_store()
     record = store.get(version)
     edits, probes = store.self_edits(version), store.probes(version)
@@ -272,40 +334,60 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         out.print_json(json.dumps({**asdict(record), "self_edits": [asdict(e) for e in edits],
                                    "probes": [asdict(p) for p in probes]}))
         return
-    out.print(f"[bold]{record.id}[/bold] ({record.status}) parent {record.parent or '-'} at {record.created_at}")
+    status = STATUS_WORDS.get(record.status, record.status)
+    out.print(f"[bold]{record.id}[/bold] {status}, parent {record.parent or '-'}, {short_time(record.created_at)} UTC")
     for source in record.sources:
-        out.print(f"  source {source['source']} ({source['title']}, sha256 {source['sha256'][:12]})", highlight=False)
+        field_line("source", f"{source['source']} ({source['title']}; sha256 {source['sha256'][:12]})")
     if record.reason:
-        out.print(f"  reason: {record.reason}", highlight=False)
+        field_line("reason", record.reason)
     if record.stats:
         s = record.stats
-        out.print(f"  trained {s.get('sequences')} sequences ({s.get('replayed')} replayed, {s.get('rehearsed_chat', 0)} "
-                  f"chat turns rehearsed), {s.get('steps')} steps, "
-                  f"loss {s.get('first_loss')} -> {s.get('final_loss')} in {s.get('seconds')}s")
+        field_line("trained", f"{s.get('sequences')} sequences ({s.get('replayed')} replayed, "
+                              f"{s.get('rehearsed_chat', 0)} chat turns rehearsed), {s.get('steps')} steps, "
+                              f"loss {s.get('first_loss')} -> {s.get('final_loss')}, {s.get('seconds')} s")
     if record.status == "committed" and lineage_of(record) == "modules":
         names = [m.name for m in lineage_modules(store, record)]
-        out.print(f"  modules: {', '.join(names)} (each prompt goes to the one whose documents it is about)")
+        field_line("modules", f"{', '.join(names)} (each prompt goes to the one whose documents it is about)")
     held = [c["detail"] for c in record.report.get("checks", []) if c["name"] == "contradicts-model"]
     for label, claims in (("contradiction overridden", record.stats.get("allowed_contradictions", [])),
                           ("contradicts", held[0]["contradictions"] if held else [])):
         for claim in claims:
             out.print(f"  {label}: {claim['sentence']!r} says {claim['claim']!r}; {record.parent} said "
                       f"{claim['expected']!r} ({claim['confidence']:.0%})", highlight=False)
-    checks = Table("check", "passed", "value", "threshold", title="checks")
-    for c in record.report.get("checks", []):
-        checks.add_row(c["name"], "yes" if c["passed"] else "NO", f"{c.get('value', '-')}", f"{c.get('threshold', '-')}")
-    out.print(checks)
-    table = Table("kept", "score", "kind", "text", "reason", title="self-edits")
-    for e in [edit for edit in edits if edit.kind not in ("quiz", "cloze")]:
-        table.add_row("yes" if e.accepted else "no", f"{e.score:.2f}", e.kind, e.text[:90].replace("\n", " / "), e.reason)
-    out.print(table)
-    quiz = [e for e in edits if e.kind in ("quiz", "cloze")]
-    if quiz:  # what was asked (by the model, or by rule), the span it asks about, and what the evaluator made of it
-        pairs = Table("kept", "by", "question", "answer", "round trip, or why it was rejected", title="quiz pairs")
-        for e in quiz:
-            pairs.add_row("yes" if e.accepted else "no", "model" if e.kind == "quiz" else "rule", e.question, e.answer,
-                          e.reason)
-        out.print(pairs)
+    checks = record.report.get("checks", [])
+    if checks:
+        out.print("\n[bold]checks[/bold]")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for name in ("", "check", "value", "threshold"):
+            table.add_column(name, no_wrap=True)
+        for c in checks:
+            table.add_row("[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]", c["name"],
+                          number(c.get("value")), number(c.get("threshold")))
+        out.print(table)
+    groups = (("self-edits", [e for e in edits if e.kind not in ("quiz", "cloze")]),
+              ("quiz pairs", [e for e in edits if e.kind in ("quiz", "cloze")]))
+    for title, group in groups:
+        if group:
+            out.print(f"\n[bold]{title}[/bold] ({sum(e.accepted for e in group)} kept of {len(group)})")
+        for e in group:
+            kept = "[green]kept[/green]" if e.accepted else "[red]rejected[/red]"
+            by = ("by the model" if e.kind == "quiz" else "by rule") if title == "quiz pairs" else e.kind
+            out.print(f"{kept} {e.score:.2f} {by}: [dim]{escape(e.reason)}[/dim]", highlight=False)
+            body = f"Q: {e.question}\nA: {e.answer}" if title == "quiz pairs" else e.text
+            out.print(Padding(Text(body), (0, 0, 0, 4)), highlight=False)
+
+
+def field_line(label: str, text: str) -> None:
+    """A labelled line of `seal show`, wrapped under its label."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=13, no_wrap=True)
+    grid.add_column()
+    grid.add_row(f"  {label}", Text(text))
+    out.print(grid)
+
+
+def number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
 @app.command()
@@ -353,10 +435,13 @@ def train_policy(
                                                           "(one adapter slot each).")] = ExecutorConfig.batch_trials,
     judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible judge for rewards (default: rule judge).")] = None,
     judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
-    model: Annotated[str, typer.Option(help="The base model the user adapts, and the first policy.")] = lm_ops.EMBEDDED,
+    model: Annotated[str, typer.Option(help="The base model the user adapts, and the first policy.")] = EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
 ) -> None:
     """ReST-EM: sample self-edits, reward each by the accuracy its LoRA update gives, fine-tune on the best."""
+    from seal.policy import run_policy
+
     if resume is not None:
         config = PolicyConfig.from_dict(RunFolder(resume).config())
         config.rounds = rounds or config.rounds
@@ -373,6 +458,9 @@ def train_policy(
                               sft=SFTConfig(lr=sft_lr, epochs=sft_epochs))
     with task_bars() as tick:
         summary = run_policy(out_dir, config, ExecutorConfig(executor, workers, ray_address, batch_trials), tick)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
     table = Table("round", "mean", "best", "kept", "kept mean", "passage", "sd samples", "sd repeats", "SFT loss",
                   "trials/h", title="rewards: closed-book accuracy after the update")
     for r in summary["rounds"]:
@@ -402,11 +490,11 @@ def serve(
     max_files: Annotated[int, typer.Option(min=1, help="Documents per adaptation.")] = 8,
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
 ) -> None:
     """An OpenAI-compatible API (/v1/chat/completions, /v1/completions) that keeps adapting while it serves."""
     import uvicorn  # the server's libraries load only for this command
 
-    from seal.config import ServeConfig
     from seal.serve import create_app
 
     if api_key_file is not None:
@@ -430,7 +518,11 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it can chat"
                   + ("" if not public_read else " without a key"))
-    err.print(f"seal serving {application.state.server.served.version} on http://{host}:{port}/v1")
+    served = {"version": application.state.server.served.version, "url": f"http://{host}:{port}/v1"}
+    if as_json:
+        out.print_json(json.dumps(served))
+    else:
+        err.print(f"seal serving {served['version']} on {served['url']}")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
@@ -446,15 +538,18 @@ def bench_learn(
     samples: Annotated[int, typer.Option(min=1)] = GenerationConfig.samples,
     ways: Annotated[str, typer.Option(help="fresh (each document in its own store), sequential (all in turn into "
                                            "one store), or both, comma-separated.")] = "fresh,sequential",
-    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    as_json: JsonFlag = False,
 ) -> None:
     """Time, memory, disk and closed-book accuracy: base vs passage alone vs seal learn with self-edits."""
+    from seal.bench import bench_learn as run_bench_learn
+
     chosen = tuple(_split(ways))
     if not chosen or set(chosen) - {"fresh", "sequential"}:
         raise SealError(f"--ways takes fresh, sequential or both, not {ways!r}")
     summary = run_bench_learn(out_dir, documents, model, lambda line: err.print(line, highlight=False),
                               strategies.split(","), samples, chosen, facts)
-    out.print((out_dir / "learn.md").read_text())
+    print_results(out_dir / "learn.json", out_dir / "learn.md", as_json)
     for name, beat in summary["self_edits_beat_passage"].items():
         if not beat:
             err.print(f"{name}: self-edits did not beat the passage alone on this run")
@@ -475,14 +570,17 @@ def bench_gate(
     intent_judge: Annotated[Optional[str], typer.Option(help="Add an LLM judge of intent, as seal learn "
                                                              "--intent-judge.")] = None,
     intent_judge_model: Annotated[str, typer.Option(help="Model name sent to an intent judge URL.")] = HarmConfig.judge_model,
-    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    as_json: JsonFlag = False,
 ) -> None:
     """The gate's calibration: honest documents accepted; harmful, self-contradicting, poisoning and over-trained
     ones refused; 95% intervals and the checks that refused."""
+    from seal.bench import bench_gate as run_bench_gate
+
     run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit, honest_data=honest_data,
                    honest_passages=honest_passages, honest_offset=honest_offset, before_training=before_training,
                    intent_judge=intent_judge, intent_judge_model=intent_judge_model)
-    out.print((out_dir / "gate.md").read_text())
+    print_results(out_dir / "gate.json", out_dir / "gate.md", as_json)
 
 
 @bench_app.command("trials")
@@ -494,8 +592,9 @@ def bench_trials(
     samples: Annotated[int, typer.Option(min=1, help="Self-edits per passage.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Updates per self-edit.")] = 2,
     batch_sizes: Annotated[str, typer.Option(help="Trials per batch to compare, the first as the reference.")] = "1,8",
-    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
 ) -> None:
     """Reward trials per hour, one at a time and batched: the same trials, with the rewards compared."""
     from seal.bench_trials import bench_trials as run_bench_trials
@@ -506,7 +605,7 @@ def bench_trials(
         raise SealError(f"--batch-sizes {batch_sizes!r}: give whole numbers, e.g. 1,8") from None
     run_bench_trials(out_dir, data, model, lambda line: err.print(line, highlight=False), passages, samples, repeats,
                      sizes, device)
-    out.print((out_dir / "trials.md").read_text())
+    print_results(out_dir / "trials.json", out_dir / "trials.md", as_json)
 
 
 @bench_app.command("serve")
@@ -515,13 +614,22 @@ def bench_serve(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for serve.json and serve.md.")] = Path("runs/bench-serve"),
     requests: Annotated[int, typer.Option(min=1, help="Requests in each idle phase.")] = 12,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per streamed reply.")] = 32,
-    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    as_json: JsonFlag = False,
 ) -> None:
     """Chat latency of a real `seal serve` (1 and 4 clients, idle and while adapting) and failures across swaps."""
     from seal.loadtest import bench_serve as run_bench_serve
 
     run_bench_serve(out_dir, model, requests, max_tokens, lambda line: err.print(line, highlight=False))
-    out.print((out_dir / "serve.md").read_text())
+    print_results(out_dir / "serve.json", out_dir / "serve.md", as_json)
+
+
+def print_results(summary: Path, table: Path, as_json: bool) -> None:
+    """A benchmark's results: its summary JSON with --json, else its markdown table."""
+    if as_json:
+        out.print_json(summary.read_text(encoding="utf-8"))
+    else:
+        out.print(table.read_text(encoding="utf-8"))
 
 
 def _split(text: str) -> list[str]:
@@ -559,10 +667,14 @@ def bench_knowledge(
                                                    "only.")] = UpdateConfig.whole_cloze,
     batch_trials: Annotated[int, typer.Option(min=1, help="Updates trained and asked together (single and cpt "
                                                           "modes; the results do not depend on it).")] = KnowledgeConfig.batch_trials,
-    model: Annotated[str, typer.Option()] = lm_ops.EMBEDDED,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
 ) -> None:
     """SEAL's knowledge-incorporation experiment: closed-book QA after each condition's update, with intervals."""
+    from seal.knowledge import run_knowledge
+    from seal.report import report
+
     config = KnowledgeConfig(data=data, conditions=_split(conditions), mode=mode, passages=passages, seed=seed,
                              samples=samples, repeats=repeats, sequence=sequence, unrelated=unrelated,
                              arms=_split(arms), model=model, batch_trials=batch_trials,
@@ -573,7 +685,7 @@ def bench_knowledge(
     with task_bars() as tick:
         run_knowledge(out_dir, config, tick)
     report(out_dir)
-    out.print((out_dir / "results.md").read_text())
+    print_results(out_dir / "summary.json", out_dir / "results.md", as_json)
 
 
 @bench_app.command("report")
@@ -581,6 +693,8 @@ def bench_knowledge(
 def bench_report(run: Annotated[Path, typer.Argument(help="A run folder of `seal bench knowledge`.")],
                  as_json: JsonFlag = False) -> None:
     """Summary JSON, markdown table and plots from a finished or partial run."""
+    from seal.report import report
+
     summary = report(run)
     if as_json:
         out.print_json(json.dumps(summary))
