@@ -243,6 +243,42 @@ def ask(
 
 @app.command()
 @friendly
+def blame(
+    question: Annotated[str, typer.Argument(help="The question, answered closed-book by every version in turn.")],
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
+    evidence: Annotated[int, typer.Option(min=0, help="Self-edits shown for each change.")] = 3,
+    model: ModelOption = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Which version changed the answer to a question: each version of the current lineage answers it, and where
+    the answer changed, the version's documents and the self-edits it trained on that hold the new answer."""
+    from seal.blame import blame as run_blame
+
+    store = open_store()
+    with err.status("asking every version"):
+        steps = run_blame(store, question, model_for(store, model), device, max_new_tokens, evidence)
+    if as_json:
+        out.print_json(json.dumps({"question": question, "versions": [asdict(s) for s in steps]}))
+        return
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(no_wrap=True, style="bold yellow")
+    grid.add_column()
+    for step in steps:
+        grid.add_row(step.version, "changed" if step.changed else "", Text(step.answer))
+        for source in step.sources:
+            grid.add_row("", "", Text(f"learned from {source}", style="dim"))
+        for text in step.evidence:
+            grid.add_row("", "", Text(text.replace("\n", " / "), style="dim"))
+    out.print(grid, highlight=False)
+    changes = [s.version for s in steps if s.changed]
+    out.print(f"[dim]the answer changed at {', '.join(changes)}[/dim]" if changes
+              else "[dim]no version changed the answer[/dim]")
+
+
+@app.command()
+@friendly
 def chat(
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 from seal import model as lm_ops
@@ -311,14 +312,8 @@ def contradictions_with(store: Store, parent: Version, base: lm_ops.LM, passages
     """The passages' claims that the current version (the base model before anything is learned) confidently
     completes otherwise. The current version's adapters are put on `base` for the check and taken off again: one
     copy of the weights in memory."""
-    if parent.adapter_dir is None:
+    with wearing(store, base, parent):
         return contradicted_claims(base, passages, options.gate)
-    wear(store, base, parent)
-    try:
-        return contradicted_claims(base, passages, options.gate)
-    finally:
-        base.model = base.model.unload()  # the LoRA layers removed, nothing merged: the base weights as they were
-        base.router = None
 
 
 NEW_MODULE = "default"  # the adapter being trained; peft saves the adapter of this name at the folder's top
@@ -339,6 +334,21 @@ def wear(store: Store, lm: lm_ops.LM, version: Version) -> None:
     modules = lineage_modules(store, version)
     lm_ops.attach_modules(lm, {m.name: m.path for m in modules})
     lm.router = router_for(lm, {m.name: m.words for m in modules})
+
+
+@contextmanager
+def wearing(store: Store, lm: lm_ops.LM, version: Version) -> Iterator[None]:
+    """`version`'s weights on the base model `lm` for a while, then taken off again: one copy of the weights in
+    memory, whichever versions are asked."""
+    if version.adapter_dir is None:
+        yield
+        return
+    wear(store, lm, version)
+    try:
+        yield
+    finally:
+        lm.model = lm.model.unload()  # the LoRA layers removed, nothing merged: the base weights as they were
+        lm.router = None
 
 
 def training_set(scored: list[Scored], options: LearnOptions, probe_file: bool) -> tuple[list[Candidate], list[Candidate]]:
