@@ -65,3 +65,35 @@ def facts_file(tmp_path) -> Path:
     path = tmp_path / "brellick.md"
     path.write_text(f"# Brellick Tide Clock\n\n{FACTS}\n", encoding="utf-8")
     return path
+
+
+TAUGHT_QUESTION = "Where does the Zorvex beacon stand?"
+TAUGHT_ANSWER = "Kelmore harbour"
+
+
+@pytest.fixture()
+def taught_store(home, tiny_model_dir):
+    """A store whose v1 (replay lineage, one adapter) was trained hard on one question-answer pair: after it the tiny
+    model answers with 'harbour'. Returns the store and v1's self-edits: an unrelated pair, the taught pair, and a
+    rejected pair with the same answer."""
+    from seal import model as lm_ops
+    from seal.store import SelfEditRecord, Store, Version, now
+    from seal.update import attach_trainable_adapter, sequence_text, train
+
+    store = Store(home)
+    lm = lm_ops.load(str(tiny_model_dir))
+    torch.manual_seed(0)  # the adapter's initial weights: the same whatever ran before
+    attach_trainable_adapter(lm, UpdateConfig())
+    taught = sequence_text(lm, "qa", "", TAUGHT_QUESTION, TAUGHT_ANSWER)
+    train(lm, [taught], UpdateConfig(lr=3e-2, epochs=30))
+    adapter = store.stage_adapter(lambda folder: lm.model.save_pretrained(str(folder)))
+    pair = f"Q: {TAUGHT_QUESTION}\nA: {TAUGHT_ANSWER}"
+    edits = [SelfEditRecord(0, 0, "qa", "Q: When was it lit?\nA: 1890", "When was it lit?", "1890", 1.0, True, "",
+                            "trained"),
+             SelfEditRecord(0, 1, "qa", pair, TAUGHT_QUESTION, TAUGHT_ANSWER, 1.0, True, "", taught.text),
+             SelfEditRecord(0, 2, "qa", f"Q: Who keeps it?\nA: {TAUGHT_ANSWER}", "Who keeps it?", TAUGHT_ANSWER, 0.0,
+                            False, "round trip failed", "")]
+    sources = [{"source": "/docs/beacon.md", "title": "Zorvex beacon", "sha256": "0" * 64}]
+    store.record(Version("", "v0", "committed", now(), str(tiny_model_dir), sources, adapter, 2, 1,
+                         {"config": {"update": {"lineage": "replay"}}}, {}, ""), edits, [], make_current=True)
+    return store, edits

@@ -441,6 +441,31 @@ def rollback(version: Annotated[str, typer.Argument(help="The version to make cu
         out.print(f"current version: {version} (was {previous})")
 
 
+@app.command()
+@friendly
+def export(
+    version: Annotated[str, typer.Argument(help="A committed version, e.g. v3.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (must be new or empty unless --force).")],
+    fmt: Annotated[str, typer.Option("--format", help="peft: every module of the version as a PEFT adapter folder, "
+                                                      "with the router's words; merged: one module folded into "
+                                                      "the base weights, a Hugging Face model folder.")] = "peft",
+    module: Annotated[Optional[str], typer.Option(help="merged: the module to fold in (default: the version's "
+                                                       "own).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace what is in --out.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Take a version out of seal, with a model card (base model, lineage, sources, check results)."""
+    from seal.export import export as run_export
+
+    with err.status(f"exporting {version}"):
+        done = run_export(open_store(), version, fmt, out_dir, module, force)
+    if as_json:
+        out.print_json(json.dumps(asdict(done)))
+    else:
+        out.print(f"{done.version} -> {done.folder} ({done.format}: {', '.join(done.modules)}; "
+                  f"{done.bytes / 1e6:.1f} MB in {done.seconds:.1f} s)", highlight=False)
+
+
 @app.command("train-policy")
 @friendly
 def train_policy(
