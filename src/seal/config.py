@@ -28,14 +28,21 @@ class GenerationConfig:
 
 
 @dataclass
-class UpdateConfig:
+class AdapterConfig:
+    """The LoRA adapter of every update and of the policy's fine-tuning: rank, scale, and the projections it wraps
+    (all attention and MLP ones)."""
+
     rank: int = 16
     alpha: int = 32
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class UpdateConfig(AdapterConfig):
     lr: float = 1e-3
     epochs: int = 5
     batch_size: int = 1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"])
     lineage: str = "modules"  # modules | replay (see update.py's docstring)
     # Replay lineage: most earlier sequences rehearsed with each new version; what is not replayed is not in the new
     # adapter, and the update's time grows with it (each 150-word document adds about 25 sequences to later replays).
@@ -164,15 +171,11 @@ class KnowledgeConfig:
 
 
 @dataclass
-class SFTConfig:
-    rank: int = 16
-    alpha: int = 32
+class SFTConfig(AdapterConfig):
     lr: float = 3e-4
     epochs: int = 3
     batch_size: int = 1
     max_tokens: int = 1024
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"])
     seed: int = 0
 
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
 from seal.config import SFTConfig
 from seal.model import LM
-from seal.update import IGNORE, collate
+from seal.update import IGNORE, attach_trainable_adapter, collate
 
 
 @dataclass
@@ -53,9 +52,8 @@ def sft(lm: LM, pairs: list[tuple[str, str]], config: SFTConfig) -> SFTStats:
                 for prompt, completion in pairs]
     examples = [e for e in examples if any(label != IGNORE for label in e[1])]
     torch.manual_seed(config.seed)  # the adapter's initial A matrices
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
-    model = get_peft_model(lm.model, lora)
+    attach_trainable_adapter(lm, config)
+    model = lm.model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     order = random.Random(config.seed)
     losses: list[float] = []

@@ -23,7 +23,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from seal import model as lm_ops
-from seal.config import UpdateConfig
+from seal.config import AdapterConfig, UpdateConfig
 from seal.documents import packaged
 from seal.model import LM
 from seal.prompts import answer_messages
@@ -97,8 +97,8 @@ def chat_rehearsal(lm: LM, config: UpdateConfig, known: dict[str, str] | None = 
     return [Sequence(prompt + known[prompt], True) for prompt in prompts]
 
 
-def attach_trainable_adapter(lm: LM, config: UpdateConfig) -> None:
-    """Wrap the base model in a fresh trainable LoRA adapter."""
+def attach_trainable_adapter(lm: LM, config: AdapterConfig) -> None:
+    """Wrap the base model in a fresh trainable LoRA adapter (an update's, or the policy's fine-tuning)."""
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
     lm.model = get_peft_model(lm.model, lora)
