@@ -1,10 +1,10 @@
-"""`seal export`: a version leaves seal as PEFT adapters or a merged model that give its own logits."""
+"""`seal export`: a version leaves seal as PEFT adapters, a merged model or a GGUF file that give its own logits."""
 
 import json
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from seal.cli import app
@@ -39,6 +39,13 @@ def test_exports_load_back_and_give_the_versions_own_logits(taught_store, tiny_m
     card = (tmp_path / "merged" / "README.md").read_text()
     assert "/docs/beacon.md" in card and str(tiny_model_dir) in card and "**v1**" in card
 
+    # GGUF, read back through transformers' GGUF loader: the path seal loads its embedded model by
+    assert runner.invoke(app, ["export", "v1", "--out", str(tmp_path / "gguf"), "--format", "gguf"]).exit_code == 0
+    from_gguf = AutoModelForCausalLM.from_pretrained(tmp_path / "gguf", gguf_file="seal-v1.gguf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "gguf", gguf_file="seal-v1.gguf")
+    assert tokenizer(prompt)["input_ids"] == lm.tokenizer(prompt)["input_ids"]
+    assert (logits(from_gguf, lm.tokenizer, prompt) - expected).abs().max() < 1e-4
+
 
 def test_export_refuses_what_it_cannot_do_in_one_line_and_keeps_what_is_there(taught_store, tmp_path):
     store, _ = taught_store
@@ -48,7 +55,7 @@ def test_export_refuses_what_it_cannot_do_in_one_line_and_keeps_what_is_there(ta
     full.mkdir()
     (full / "mine.txt").write_text("keep me")
     cases = {("v9", "peft", tmp_path / "a"): "unknown version", ("v2", "peft", tmp_path / "b"): "rolled back",
-             ("v1", "gguf", tmp_path / "c"): "unknown export format", ("v1", "peft", full): "not empty"}
+             ("v1", "onnx", tmp_path / "c"): "unknown export format", ("v1", "peft", full): "not empty"}
     for (version, fmt, out), fragment in cases.items():
         result = runner.invoke(app, ["export", version, "--out", str(out), "--format", fmt])
         lines = [line for line in result.stderr.splitlines() if line.strip()]

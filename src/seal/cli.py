@@ -448,9 +448,11 @@ def export(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (must be new or empty unless --force).")],
     fmt: Annotated[str, typer.Option("--format", help="peft: every module of the version as a PEFT adapter folder, "
                                                       "with the router's words; merged: one module folded into "
-                                                      "the base weights, a Hugging Face model folder.")] = "peft",
-    module: Annotated[Optional[str], typer.Option(help="merged: the module to fold in (default: the version's "
-                                                       "own).")] = None,
+                                                      "the base weights, a Hugging Face model folder; gguf: the "
+                                                      "same as one GGUF file (float32) for llama.cpp and "
+                                                      "Ollama.")] = "peft",
+    module: Annotated[Optional[str], typer.Option(help="merged, gguf: the module to fold in (default: the "
+                                                       "version's own).")] = None,
     force: Annotated[bool, typer.Option(help="Replace what is in --out.")] = False,
     as_json: JsonFlag = False,
 ) -> None:

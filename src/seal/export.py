@@ -1,10 +1,11 @@
-"""`seal export`: a version taken out of seal, as PEFT adapters or as a merged Hugging Face model, with a model card.
+"""`seal export`: a version taken out of seal, as PEFT adapters, a merged Hugging Face model or a GGUF file (llama.cpp,
+Ollama), with a model card.
 
 A version under the modules lineage is several adapters and a router that gives each prompt to one of them; no single
 set of weights behaves like that. `peft` writes every module (one folder each, loadable by
-`PeftModel.from_pretrained` and by vLLM's LoRA loading) and the words the router matches them by; `merged` folds one
-module into the base weights: the version's own (its newest document) unless `--module` names another. A version
-built by replay is one adapter holding its whole lineage, exported alike.
+`PeftModel.from_pretrained` and by vLLM's LoRA loading) and the words the router matches them by; `merged` and `gguf`
+fold one module into the base weights: the version's own (its newest document) unless `--module` names another. A
+version built by replay is one adapter holding its whole lineage, exported alike.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
+import numpy as np
+from transformers import AutoTokenizer, PreTrainedModel
+
 from seal import model as lm_ops
 from seal.errors import SealError
 from seal.routing import Module, lineage_modules
 from seal.store import Store, Version
 
-FORMATS = ("peft", "merged")
+FORMATS = ("peft", "merged", "gguf")
 
 
 @dataclass
@@ -58,12 +63,80 @@ def export(store: Store, version_id: str, fmt: str, out: Path, module: str | Non
     else:
         chosen = _one_module(modules, module or version.id, version)
         lm = lm_ops.load(model, chosen.path, device)
-        lm.model.merge_and_unload().save_pretrained(str(out))
-        lm.tokenizer.save_pretrained(str(out))
+        merged = lm.model.merge_and_unload()
+        if fmt == "merged":
+            merged.save_pretrained(str(out))
+            lm.tokenizer.save_pretrained(str(out))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            write_gguf(merged, lm_ops.resolve_model_path(model), out / f"seal-{version.id}.gguf", version.id)
         written = [chosen.name]
     (out / "README.md").write_text(model_card(store, version, fmt, written), encoding="utf-8")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return Exported(version.id, fmt, str(out), written, size, round(time.perf_counter() - start, 2))
+
+
+def write_gguf(model: PreTrainedModel, tokenizer_dir: str, path: Path, name: str) -> None:
+    """A llama-architecture model as a GGUF file for llama.cpp and Ollama, weights in float32: the layout
+    llama.cpp's own converter writes (its tensor names, query and key rows in its rotary order), and the byte-level
+    BPE tokenizer of `tokenizer_dir`."""
+    config = model.config
+    if config.model_type != "llama":
+        raise SealError(f"GGUF export writes llama-architecture models; this one is {config.model_type!r} "
+                        "(export --format merged and convert it with llama.cpp)")
+    files = Path(tokenizer_dir)
+    vocab = json.loads((files / "tokenizer.json").read_text(encoding="utf-8")) if (files / "tokenizer.json").exists() \
+        else {}
+    if vocab.get("model", {}).get("type") != "BPE":
+        raise SealError("GGUF export writes byte-level BPE tokenizers (the embedded model's); this model's is not one")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    rope = getattr(config, "rope_theta", None) or (config.rope_parameters or {}).get("rope_theta", 10000.0)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(f"seal {name}")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(rope))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    by_id = {i: t for t, i in tokenizer.get_vocab().items()}
+    special = set(tokenizer.all_special_ids)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([by_id.get(i, f"[PAD{i}]") for i in range(config.vocab_size)])
+    writer.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL
+                            for i in range(config.vocab_size)])
+    gguf.SpecialVocab(files, load_merges=True, n_vocab=config.vocab_size).add_to_gguf(writer)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # tied to the token embedding, which llama.cpp reads in its place
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise SealError(f"no GGUF name for tensor {hf_name}")
+        data = tensor.detach().float().cpu().numpy()
+        if hf_name.endswith("q_proj.weight"):
+            data = _rotary_rows(data, heads)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _rotary_rows(data, kv_heads)
+        writer.add_tensor(gguf_name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _rotary_rows(weights: np.ndarray, heads: int) -> np.ndarray:
+    """Each head's rows reordered from Hugging Face's rotary layout (first halves, then second halves) to llama.cpp's
+    (pairs side by side); transformers' GGUF loader undoes it."""
+    half = weights.shape[0] // heads // 2
+    return weights.reshape(heads, 2, half, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
 def _one_module(modules: list[Module], name: str, version: Version) -> Module:
