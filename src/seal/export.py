@@ -47,33 +47,47 @@ def export(store: Store, version_id: str, fmt: str, out: Path, module: str | Non
         raise SealError(f"{version.id} is {version.status.replace('_', ' ')}: only a committed version has weights "
                         "to export")
     out = out.expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise SealError(f"{out} exists and is not empty; choose another --out or pass --force")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise SealError(f"{out} exists and is not empty; choose another --out or pass --force")
     start = time.perf_counter()
     modules = lineage_modules(store, version)
-    model = version.model
-    if fmt == "peft":
-        for m in modules:
-            shutil.copytree(m.path, out / m.name)
-        routing = {"modules": [{"name": m.name, "words": sorted(m.words)} for m in modules]}
-        (out / "router.json").write_text(json.dumps(routing, indent=1), encoding="utf-8")
-        written = [m.name for m in modules]
-    else:
-        chosen = _one_module(modules, module or version.id, version)
-        lm = lm_ops.load(model, chosen.path, device)
-        merged = lm.model.merge_and_unload()
-        if fmt == "merged":
-            merged.save_pretrained(str(out))
-            lm.tokenizer.save_pretrained(str(out))
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            write_gguf(merged, lm_ops.resolve_model_path(model), out / f"seal-{version.id}.gguf", version.id)
-        written = [chosen.name]
-    (out / "README.md").write_text(model_card(store, version, fmt, written), encoding="utf-8")
+    # Written beside --out and renamed into place at the end: a failed export leaves no half-written folder.
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        written = _write(version, fmt, modules, module, staging, device)
+        (staging / "README.md").write_text(model_card(store, version, fmt, written), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    staging.rename(out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return Exported(version.id, fmt, str(out), written, size, round(time.perf_counter() - start, 2))
+
+
+def _write(version: Version, fmt: str, modules: list[Module], module: str | None, folder: Path,
+           device: str) -> list[str]:
+    """The export's weights into `folder`; returns the modules written."""
+    if fmt == "peft":
+        for m in modules:
+            shutil.copytree(m.path, folder / m.name)
+        routing = {"modules": [{"name": m.name, "words": sorted(m.words)} for m in modules]}
+        (folder / "router.json").write_text(json.dumps(routing, indent=1), encoding="utf-8")
+        return [m.name for m in modules]
+    chosen = _one_module(modules, module or version.id, version)
+    lm = lm_ops.load(version.model, chosen.path, device)
+    merged = lm.model.merge_and_unload()
+    if fmt == "merged":
+        merged.save_pretrained(str(folder))
+        lm.tokenizer.save_pretrained(str(folder))
+    else:
+        folder.mkdir(parents=True)
+        write_gguf(merged, lm_ops.resolve_model_path(version.model), folder / f"seal-{version.id}.gguf", version.id)
+    return [chosen.name]
 
 
 def write_gguf(model: PreTrainedModel, tokenizer_dir: str, path: Path, name: str) -> None:
