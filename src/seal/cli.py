@@ -54,6 +54,7 @@ def quiet_libraries() -> None:
     first imported, which is after this: the commands import them lazily."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF conversion's bar is a plain tqdm
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|torch|accelerate|ray)\b")
 
