@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seal import model as lm_ops
 from seal.errors import SealError
-from seal.learn import wearing
-from seal.prompts import answer_messages
+from seal.learn import closed_book, load_version, wearing
 from seal.store import BASE_VERSION, Store, Version
 from seal.text import content_words, normalize, stems
 
@@ -35,20 +33,12 @@ def blame(store: Store, question: str, model: str | None = None, device: str = "
     """The answer of the base model and of every committed version up to the current one, oldest first."""
     if not question.strip():
         raise SealError("the question is empty")
+    lm, _ = load_version(store, model, device, BASE_VERSION)
+    steps = [Step(BASE_VERSION, closed_book(lm, question, max_new_tokens))]
     current = store.current()
-    chain: list[Version | None] = [None, *(store.lineage(current.id) if current else [])]
-    name = model or store.model() or lm_ops.EMBEDDED
-    store.ensure_model(name)
-    lm = lm_ops.load(name, None, device)
-    prompt = lm.chat_prompt(answer_messages(question))
-    steps: list[Step] = []
-    for version in chain:
-        if version is None:
-            answer = lm_ops.generate(lm, [prompt], max_new_tokens)[0]
-            steps.append(Step(BASE_VERSION, answer))
-            continue
+    for version in store.lineage(current.id) if current else []:
         with wearing(store, lm, version):
-            answer = lm_ops.generate(lm, [prompt], max_new_tokens)[0]
+            answer = closed_book(lm, question, max_new_tokens)
         step = Step(version.id, answer)
         if normalize(answer) != normalize(steps[-1].answer):
             step.changed = True

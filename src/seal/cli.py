@@ -347,15 +347,17 @@ def history(as_json: JsonFlag = False,
                      "red" if v.status == "rolled_back" else ""))
     widths = [max(len(row[k]) for row in rows) for k in range(6)]
     indent = sum(widths[:3]) + 3
+    def line(text: str, style: str) -> None:
+        shown = Text(text, style=style)
+        if not wide:
+            shown.truncate(out.width, overflow="ellipsis")
+        out.print(shown, soft_wrap=wide, highlight=False)
+
     for *cells, sources, reason, style in rows:
-        line = " ".join(cell.rjust(w) if k == 4 else cell.ljust(w) for k, (cell, w) in enumerate(zip(cells, widths)))
-        line = f"{line} {sources}"
-        for text, line_style in ((line, style), (" " * indent + reason, "dim") if reason else ("", "")):
-            if text:
-                shown = Text(text, style=line_style)
-                if not wide:
-                    shown.truncate(out.width, overflow="ellipsis")
-                out.print(shown, soft_wrap=wide, highlight=False)
+        line(" ".join(cell.rjust(w) if k == 4 else cell.ljust(w) for k, (cell, w) in enumerate(zip(cells, widths)))
+             + f" {sources}", style)
+        if reason:
+            line(" " * indent + reason, "dim")
     out.print("[dim]* current version; `seal show ID` for one version in full[/dim]")
 
 
@@ -760,8 +762,6 @@ def bench_report(run: Annotated[Path, typer.Argument(help="A run folder of `seal
     from seal.report import report
 
     summary = report(run)
-    if as_json:
-        out.print_json(json.dumps(summary))
-    else:
-        out.print((run / "results.md").read_text())
+    print_results(run / "summary.json", run / "results.md", as_json)
+    if not as_json:
         err.print("plots: " + ", ".join(summary["plots"]))

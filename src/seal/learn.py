@@ -408,4 +408,9 @@ def ask(store: Store, question: str, model: str | None = None, device: str = "au
     if not question.strip():
         raise SealError("the question is empty")
     lm, vid = load_version(store, model, device, version_id)
-    return vid, lm_ops.generate(lm, [lm.chat_prompt(answer_messages(question))], max_new_tokens)[0]
+    return vid, closed_book(lm, question, max_new_tokens)
+
+
+def closed_book(lm: lm_ops.LM, question: str, max_new_tokens: int) -> str:
+    """The answer `seal ask` gives: the question alone in the prompt, greedy."""
+    return lm_ops.generate(lm, [lm.chat_prompt(answer_messages(question))], max_new_tokens)[0]
