@@ -1,4 +1,4 @@
-"""`seal serve`: an OpenAI-compatible server that keeps adapting while it serves.
+"""The server's state: the model being served and its swaps, the adaptation worker and the inbox watcher.
 
 Each request is answered by the version that was current when it started. Adaptations (uploads and inbox files)
 wait in a durable queue in the store's SQLite and run one at a time in a background thread through the same
@@ -18,18 +18,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
-from pydantic import BaseModel, ConfigDict
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from seal import model as lm_ops
 from seal.config import ServeConfig
@@ -57,40 +50,6 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.code = status, message, kind, code
 
 
-def _error_response(status: int, message: str, kind: str, code: str | None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status)
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[dict] | None = None
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str = MODEL_ID
-    messages: list[Message]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: dict | None = None
-
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str = MODEL_ID
-    prompt: str | list[str]
-    max_tokens: int | None = 16
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stream: bool = False
-
-
 class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # the *_created series only repeat the start time
@@ -105,13 +64,6 @@ class Metrics:
         self.queued = Gauge("seal_adaptations_queued", "Adaptations waiting", registry=self.registry)
         self.version = Gauge("seal_current_version", "The version being served (1 for its label)", ["version"],
                              registry=self.registry)
-
-
-def _text(content: str | list[dict] | None) -> str:
-    """A message's text; content given as parts (OpenAI's list form) keeps its text parts."""
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if part.get("type") == "text")
-    return content or ""
 
 
 def sha256_of(raw: bytes) -> str:
@@ -143,6 +95,15 @@ class SealServer:
         if config.watch is not None:
             config.watch.mkdir(parents=True, exist_ok=True)
             self.threads.append(threading.Thread(target=self._watch, name="seal-inbox", daemon=True))
+
+    def authorize(self, request: Request, write: bool) -> None:
+        """Writes always need the API key; reads need it unless the server was started with --public-read."""
+        if not write and self.config.public_read:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.config.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                           "authentication_error", "invalid_api_key")
 
     # ---- serving -------------------------------------------------------------------------------------
 
@@ -312,168 +273,3 @@ class SealServer:
         while not self.stop.is_set():
             self.sweep_inbox(store)
             self.stop.wait(self.config.watch_interval)
-
-
-# -----------------------------------------------------------------------------------------------------------------
-
-def create_app(config: ServeConfig) -> FastAPI:
-    server = SealServer(config)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        for thread in server.threads:
-            thread.start()
-        yield
-        server.stop.set()
-
-    app = FastAPI(title="seal", lifespan=lifespan)
-    app.state.server = server
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return _error_response(err.status, err.message, err.kind, err.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(part) for part in first["loc"] if part != "body")
-        return _error_response(400, f"{where}: {first['msg']}" if where else first["msg"], "invalid_request_error",
-                               "invalid_request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error_response(err.status_code, str(err.detail), "invalid_request_error", None)
-
-    @app.exception_handler(SealError)
-    async def seal_error(request: Request, err: SealError) -> JSONResponse:
-        return _error_response(400, str(err), "invalid_request_error", None)
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        server.metrics.requests.labels(path, str(response.status_code)).inc()
-        server.metrics.latency.labels(path).observe(time.perf_counter() - start)
-        response.headers.setdefault("X-Seal-Version", server.served.version)  # chat sets its own request's
-        return response
-
-    def authorize(request: Request, write: bool) -> None:
-        if not write and config.public_read:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                           "authentication_error", "invalid_api_key")
-
-    @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "version": server.served.version, "model": server.model_name}
-
-    @app.get("/metrics")
-    def metrics(request: Request) -> Response:
-        authorize(request, write=False)
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    def models(request: Request) -> dict:
-        authorize(request, write=False)
-        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "seal",
-                                            "version": server.served.version}]}
-
-    @app.post("/v1/chat/completions")
-    def chat(body: ChatRequest, request: Request):
-        authorize(request, write=False)
-        served = server.served  # this request's version, whatever is swapped in meanwhile
-        if not body.messages:
-            raise ApiError(400, "messages must not be empty", code="empty_messages")
-        prompt = served.lm.chat_prompt([{"role": m.role, "content": _text(m.content)} for m in body.messages])
-        limit = server.token_limit(body.max_completion_tokens or body.max_tokens)
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(server.stream_chat(served, prompt, limit, request_id, include_usage),
-                                     media_type="text/event-stream", headers={"X-Seal-Version": served.version})
-        text, prompt_tokens, produced, finish = server.complete(served, [prompt], limit, body.temperature,
-                                                                body.top_p, body.seed)[0]
-        return JSONResponse({
-            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": MODEL_ID,
-            "system_fingerprint": served.version,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": produced,
-                      "total_tokens": prompt_tokens + produced}}, headers={"X-Seal-Version": served.version})
-
-    @app.post("/v1/completions")
-    def completions(body: CompletionRequest, request: Request):
-        authorize(request, write=False)
-        if body.stream:
-            raise ApiError(400, "stream is supported on /v1/chat/completions only", code="stream_unsupported")
-        served = server.served
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if not prompts or len(prompts) > 16:
-            raise ApiError(400, "prompt must be a string or a list of 1 to 16 strings", code="invalid_prompt")
-        results = server.complete(served, prompts, server.token_limit(body.max_tokens), body.temperature,
-                                  body.top_p, body.seed)
-        return JSONResponse({
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": MODEL_ID, "system_fingerprint": served.version,
-            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}
-                        for i, (text, _, _, finish) in enumerate(results)],
-            "usage": {"prompt_tokens": sum(r[1] for r in results), "completion_tokens": sum(r[2] for r in results),
-                      "total_tokens": sum(r[1] + r[2] for r in results)}}, headers={"X-Seal-Version": served.version})
-
-    @app.post("/v1/adaptations", status_code=202)
-    async def adapt(request: Request) -> dict:
-        authorize(request, write=True)  # before the body is read: a stranger's upload is never parsed
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > config.max_files * config.max_upload_bytes + 65536:
-            raise ApiError(413, f"the request is {declared} bytes; the limit is {config.max_files} files of "
-                           f"{config.max_upload_bytes} bytes", code="request_too_large")
-        form = await request.form(max_files=config.max_files + 1, max_fields=16)
-        files = []
-        for name, upload in form.multi_items():
-            if name == "file" and isinstance(upload, UploadFile):
-                raw = await upload.read(config.max_upload_bytes + 1)  # one byte more tells an oversize file
-                files.append((upload.filename or "document.md", raw))
-        return asdict(server.enqueue(Store(config.home), files, "api"))
-
-    @app.get("/v1/adaptations")
-    def list_adaptations(request: Request) -> dict:
-        authorize(request, write=False)
-        return {"object": "list", "data": [asdict(j) for j in Store(config.home).jobs()]}
-
-    @app.get("/v1/adaptations/{job_id}")
-    def get_adaptation(job_id: str, request: Request) -> dict:
-        authorize(request, write=False)
-        job = Store(config.home).job(job_id)
-        if job is None:
-            raise ApiError(404, f"no adaptation {job_id!r}", code="not_found")
-        return asdict(job)
-
-    @app.get("/v1/versions")
-    def versions(request: Request) -> dict:
-        authorize(request, write=False)
-        store = Store(config.home)
-        return {"object": "list", "current": store.current_id(), "serving": server.served.version,
-                "data": [{k: v for k, v in asdict(version).items() if k != "stats"} for version in store.history()]}
-
-    @app.post("/v1/versions/{version_id}/activate")
-    def activate(version_id: str, request: Request) -> dict:
-        authorize(request, write=True)
-        store = Store(config.home)
-        if not any(v.id == version_id for v in store.history()):
-            raise ApiError(404, f"no version {version_id!r}", code="not_found")
-        try:
-            with store.writer():
-                previous = store.current_id()
-                store.set_current(version_id)
-        except SealError as err:
-            busy = "another seal process" in str(err)
-            raise ApiError(409 if busy else 400, "an adaptation is being trained; activate again when it is done"
-                           if busy else str(err), code="busy" if busy else "not_activatable") from None
-        server.swap(store, version_id)
-        return {"previous": previous, "current": version_id}
-
-    return app

@@ -1,0 +1,165 @@
+"""The API of `seal serve` under /v1: OpenAI's chat and completions, adaptations, versions; /health, /metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import UploadFile
+
+from seal.errors import SealError
+from seal.serve.server import MODEL_ID, ApiError, SealServer
+from seal.store import Store
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = MODEL_ID
+    messages: list[Message]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict | None = None
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = MODEL_ID
+    prompt: str | list[str]
+    max_tokens: int | None = 16
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stream: bool = False
+
+
+def _text(content: str | list[dict] | None) -> str:
+    """A message's text; content given as parts (OpenAI's list form) keeps its text parts."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content or ""
+
+
+def add_api_routes(app: FastAPI, server: SealServer) -> None:
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "version": server.served.version, "model": server.model_name}
+
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        server.authorize(request, write=False)
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    def models(request: Request) -> dict:
+        server.authorize(request, write=False)
+        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "seal",
+                                            "version": server.served.version}]}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: ChatRequest, request: Request):
+        server.authorize(request, write=False)
+        served = server.served  # this request's version, whatever is swapped in meanwhile
+        if not body.messages:
+            raise ApiError(400, "messages must not be empty", code="empty_messages")
+        prompt = served.lm.chat_prompt([{"role": m.role, "content": _text(m.content)} for m in body.messages])
+        limit = server.token_limit(body.max_completion_tokens or body.max_tokens)
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(server.stream_chat(served, prompt, limit, request_id, include_usage),
+                                     media_type="text/event-stream", headers={"X-Seal-Version": served.version})
+        text, prompt_tokens, produced, finish = server.complete(served, [prompt], limit, body.temperature,
+                                                                body.top_p, body.seed)[0]
+        return JSONResponse({
+            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": MODEL_ID,
+            "system_fingerprint": served.version,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": produced,
+                      "total_tokens": prompt_tokens + produced}}, headers={"X-Seal-Version": served.version})
+
+    @app.post("/v1/completions")
+    def completions(body: CompletionRequest, request: Request):
+        server.authorize(request, write=False)
+        if body.stream:
+            raise ApiError(400, "stream is supported on /v1/chat/completions only", code="stream_unsupported")
+        served = server.served
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts or len(prompts) > 16:
+            raise ApiError(400, "prompt must be a string or a list of 1 to 16 strings", code="invalid_prompt")
+        results = server.complete(served, prompts, server.token_limit(body.max_tokens), body.temperature,
+                                  body.top_p, body.seed)
+        return JSONResponse({
+            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": MODEL_ID, "system_fingerprint": served.version,
+            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+                        for i, (text, _, _, finish) in enumerate(results)],
+            "usage": {"prompt_tokens": sum(r[1] for r in results), "completion_tokens": sum(r[2] for r in results),
+                      "total_tokens": sum(r[1] + r[2] for r in results)}}, headers={"X-Seal-Version": served.version})
+
+    @app.post("/v1/adaptations", status_code=202)
+    async def adapt(request: Request) -> dict:
+        server.authorize(request, write=True)  # before the body is read: a stranger's upload is never parsed
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > server.config.max_files * server.config.max_upload_bytes + 65536:
+            raise ApiError(413, f"the request is {declared} bytes; the limit is {server.config.max_files} files of "
+                           f"{server.config.max_upload_bytes} bytes", code="request_too_large")
+        form = await request.form(max_files=server.config.max_files + 1, max_fields=16)
+        files = []
+        for name, upload in form.multi_items():
+            if name == "file" and isinstance(upload, UploadFile):
+                raw = await upload.read(server.config.max_upload_bytes + 1)  # one byte more tells an oversize file
+                files.append((upload.filename or "document.md", raw))
+        return asdict(server.enqueue(Store(server.config.home), files, "api"))
+
+    @app.get("/v1/adaptations")
+    def list_adaptations(request: Request) -> dict:
+        server.authorize(request, write=False)
+        return {"object": "list", "data": [asdict(j) for j in Store(server.config.home).jobs()]}
+
+    @app.get("/v1/adaptations/{job_id}")
+    def get_adaptation(job_id: str, request: Request) -> dict:
+        server.authorize(request, write=False)
+        job = Store(server.config.home).job(job_id)
+        if job is None:
+            raise ApiError(404, f"no adaptation {job_id!r}", code="not_found")
+        return asdict(job)
+
+    @app.get("/v1/versions")
+    def versions(request: Request) -> dict:
+        server.authorize(request, write=False)
+        store = Store(server.config.home)
+        return {"object": "list", "current": store.current_id(), "serving": server.served.version,
+                "data": [{k: v for k, v in asdict(version).items() if k != "stats"} for version in store.history()]}
+
+    @app.post("/v1/versions/{version_id}/activate")
+    def activate(version_id: str, request: Request) -> dict:
+        server.authorize(request, write=True)
+        store = Store(server.config.home)
+        if not any(v.id == version_id for v in store.history()):
+            raise ApiError(404, f"no version {version_id!r}", code="not_found")
+        try:
+            with store.writer():
+                previous = store.current_id()
+                store.set_current(version_id)
+        except SealError as err:
+            busy = "another seal process" in str(err)
+            raise ApiError(409 if busy else 400, "an adaptation is being trained; activate again when it is done"
+                           if busy else str(err), code="busy" if busy else "not_activatable") from None
+        server.swap(store, version_id)
+        return {"previous": previous, "current": version_id}
