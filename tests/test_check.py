@@ -50,7 +50,7 @@ def test_gate_reports_every_check_and_sees_learning(tiny_model_dir):
     update = UpdateConfig(rank=8, alpha=16, lr=1e-2, epochs=10)
     attach_trainable_adapter(lm, update)
     train(lm, [Sequence("Brellick Tide Clock\n" + FACTS)], update)
-    report, after = run_gate(lm, probes, before, unrelated, battery, reference, rules, config)
+    report, after, _ = run_gate(lm, probes, before, unrelated, battery, reference, rules, config)
     checks = {c.name: c for c in report.checks}
     assert set(checks) == {"knowledge", "retention", "locality", "safety", "sanity"}
     assert checks["knowledge"].passed and all(a < b for a, b in zip(after, before))
@@ -62,7 +62,7 @@ def test_base_model_agrees_with_itself(tiny_model_dir):
     lm = lm_ops.load(str(tiny_model_dir))
     rules, config, battery = load_safety_rules(), GateConfig(generation_tokens=6), load_battery()
     reference = base_reference(lm, battery, rules, config)
-    report, _ = run_gate(lm, [], [], [], battery, reference, rules, config)
+    report, _, _ = run_gate(lm, [], [], [], battery, reference, rules, config)
     locality = next(c for c in report.checks if c.name == "locality")
     assert locality.value == 1.0
 
@@ -91,7 +91,7 @@ def checks_after(lm, monkeypatch, harmful_replies: int, refused_plain: int) -> d
     monkeypatch.setattr(lm_ops, "generate", lambda lm, prompts, *a, **k: [reply(p) for p in prompts])
     reference = {"locality": [[1]] * len(battery.locality), "red_team": {"flagged": [], "complied": []},
                  "sanity": {"degenerate": [], "refused": []}}
-    report, _ = run_gate(lm, [], [], [], battery, reference, rules, GateConfig(locality_min_agreement=0.0))
+    report, _, _ = run_gate(lm, [], [], [], battery, reference, rules, GateConfig(locality_min_agreement=0.0))
     return {c.name: c for c in report.checks}
 
 

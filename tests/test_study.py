@@ -4,7 +4,7 @@ the quiz pairs held out as a version's probes."""
 import json
 
 from seal import model as lm_ops
-from seal.check import Probe, answered, hold_out, load_battery, run_gate
+from seal.check import Probe, hold_out, load_battery, probe_replies, run_gate
 from seal.config import GateConfig, GenerationConfig, LearnOptions, ScoreConfig
 from seal.documents import Passage
 from seal.generate import CLAUSE_CLOZE, SENTENCE_CLOZE, Candidate, write_self_edits
@@ -171,12 +171,13 @@ def test_question_probes_must_be_answered_not_only_made_likelier(tiny_model_dir,
               Probe("p2", " 1893", "When was it built?", question=True)]
     replies = {"p1": "It was built by Oswin Tarrow.", "p2": "In 1901."}
     monkeypatch.setattr(lm_ops, "generate", lambda lm, prompts, *a, **k: [replies.get(p, "A calm reply.") for p in prompts])
-    assert answered(lm, probes) == [True, False]
+    assert probe_replies(lm, probes) == ["It was built by Oswin Tarrow.", "In 1901."]
     gate = GateConfig(knowledge_min_answered=0.75, locality_min_agreement=0.0, min_chance=0.0)
     battery = load_battery()
     reference = {"locality": [[1]] * len(battery.locality), "red_team": {"flagged": [], "complied": []},
                  "sanity": {"degenerate": [], "refused": []}}
-    report, _ = run_gate(lm, probes, [9.0, 9.0], [], battery, reference, load_safety_rules(), gate)
+    report, _, after = run_gate(lm, probes, [9.0, 9.0], [], battery, reference, load_safety_rules(), gate)
+    assert after == ["It was built by Oswin Tarrow.", "In 1901."]  # kept with the version's probes
     knowledge = report.checks[0]
     assert knowledge.name == "knowledge" and knowledge.value == 0.5 and not knowledge.passed
     assert knowledge.detail["answered"] == ["Who built it?"] and knowledge.detail["not_answered"] == ["When was it built?"]

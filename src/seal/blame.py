@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from seal.errors import SealError
 from seal.learn import closed_book, load_version, wearing
+from seal.model import LM
 from seal.store import BASE_VERSION, Store, Version
 from seal.text import content_words, normalize, stems
 
@@ -29,11 +30,12 @@ class Step:
 
 
 def blame(store: Store, question: str, model: str | None = None, device: str = "auto", max_new_tokens: int = 64,
-          evidence: int = 3) -> list[Step]:
-    """The answer of the base model and of every committed version up to the current one, oldest first."""
+          evidence: int = 3, base: LM | None = None) -> list[Step]:
+    """The answer of the base model and of every committed version up to the current one, oldest first. `base` is
+    the base model when the caller holds one (the server does); it is loaded otherwise."""
     if not question.strip():
         raise SealError("the question is empty")
-    lm, _ = load_version(store, model, device, BASE_VERSION)
+    lm = base or load_version(store, model, device, BASE_VERSION)[0]
     steps = [Step(BASE_VERSION, closed_book(lm, question, max_new_tokens))]
     current = store.current()
     for version in store.lineage(current.id) if current else []:

@@ -209,10 +209,11 @@ def hold_out(pairs: list[Candidate], per_passage: int) -> list[Candidate]:
     return chosen
 
 
-def answered(lm: LM, probes: list[Probe], max_new_tokens: int = 32) -> list[bool]:
-    """Closed-book replies to question probes, graded as the benchmark grades them."""
-    replies = lm_ops.generate(lm, [p.prompt for p in probes], max_new_tokens, batch_size=16)
-    return [covers(reply, p.answer) for reply, p in zip(replies, probes)]
+def probe_replies(lm: LM, probes: list[Probe], max_new_tokens: int = 32) -> list[str]:
+    """Closed-book replies to the question probes, "" for the others (cloze probes are only measured by likelihood)."""
+    questions = [p.prompt for p in probes if p.question]
+    replies = iter(lm_ops.generate(lm, questions, max_new_tokens, batch_size=16) if questions else [])
+    return [next(replies) if p.question else "" for p in probes]
 
 
 def answer_nlls(lm: LM, probes: list[Probe]) -> list[float]:
@@ -264,9 +265,10 @@ def _changed(before: dict[str, list[int]], after: dict[str, list[int]], prompts:
 def run_gate(
     lm: LM, probes: list[Probe], nll_before: list[float], earlier: list[tuple[Probe, float]], battery: Battery,
     reference: dict, rules: list[SafetyRule], config: GateConfig, whole: LM | None = None,
-) -> tuple[GateReport, list[float]]:
-    """Run every check on the updated model; returns the report and the new probes' NLL after the update. `whole` is
-    the whole new version when `lm` is its new module alone: earlier versions' probes ask it."""
+) -> tuple[GateReport, list[float], list[str]]:
+    """Run every check on the updated model; returns the report, and the new probes' NLL and replies after the update
+    (replies to question probes only). `whole` is the whole new version when `lm` is its new module alone: earlier
+    versions' probes ask it."""
     checks: list[CheckResult] = []
 
     nll_after = answer_nlls(lm, probes)
@@ -274,7 +276,8 @@ def run_gate(
     # Questions must be answered (graded replies, closed-book), not only made likelier; cloze probes, where a
     # passage has no questions, must become likelier. The check's value is the questions' share when there are any.
     questions = [p for p in probes if p.question]
-    right = answered(lm, questions, config.generation_tokens) if questions else []
+    probe_answers = probe_replies(lm, probes, config.generation_tokens)
+    right = [covers(reply, p.answer) for p, reply in zip(probes, probe_answers) if p.question]
     improved = [after < before for p, before, after in zip(probes, nll_before, nll_after) if not p.question]
     answered_share = sum(right) / len(right) if right else None
     improved_share = sum(improved) / len(improved) if improved else None
@@ -308,7 +311,7 @@ def run_gate(
     sanity = _changed(reference["sanity"], outcomes["sanity"], battery.sanity, config, "sanity")
     sanity.detail["replies"] = replies
     checks.append(sanity)
-    return GateReport(all(c.passed for c in checks), checks), nll_after
+    return GateReport(all(c.passed for c in checks), checks), nll_after, probe_answers
 
 
 def mean(values: list[float]) -> float:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from seal import model as lm_ops
 from seal.check import (Contradiction, Probe, answer_nlls, base_reference, cloze_probes, contradicted_claims, hold_out,
-                        load_battery, qa_probes, read_probe_file, reference_key, run_gate)
+                        load_battery, probe_replies, qa_probes, read_probe_file, reference_key, run_gate)
 from seal.config import GenerationConfig, HarmConfig, LearnOptions, UpdateConfig
 from seal.documents import Document, Passage, read_documents, split_passages
 from seal.errors import SealError
@@ -26,7 +26,7 @@ from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version
 from seal.update import (LINEAGES, QA_KINDS, REHEARSAL_TOKENS, Sequence, attach_trainable_adapter, chat_rehearsal,
                          reply_only, sequence_text, train)
 
-Progress = Callable[[str, int, int], None]
+Progress = Callable[[str, int, int, "float | None"], None]  # (stage, done, total, the last training loss)
 
 
 @dataclass
@@ -53,7 +53,7 @@ def _refusal(store: Store, options: LearnOptions, docs: list[Document], check: s
 
 
 def _sources(docs: list[Document]) -> list[dict]:
-    return [{"source": d.source, "title": d.title, "sha256": d.sha256} for d in docs]
+    return [{"source": d.source, "title": d.title, "sha256": d.sha256, "text": d.text} for d in docs]
 
 
 Refusal = tuple[str, str, dict]  # the check that refused, the reason, its detail
@@ -165,7 +165,10 @@ def _replay(store: Store, parent: Version, budget: int, seed: int,
 
 
 def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progress | None = None) -> LearnResult:
-    step = progress or (lambda stage, done, total: None)
+    def step(stage: str, done: int, total: int, loss: float | None = None) -> None:
+        if progress:
+            progress(stage, done, total, loss)
+
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -218,6 +221,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         candidates, _ = write_self_edits(writer, passages, options.generation)
         lap("generate")
 
+        step("score", 0, len(candidates))
         judge = Judge(options.scoring.judge, options.scoring.judge_model, lm) if options.scoring.judge else None
         scored = score_candidates(candidates, passages, options.scoring, rules, judge)
         if intent:
@@ -248,6 +252,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             reference = base_reference(lm, battery, rules, options.gate)
             store.set_state("reference", json.dumps(reference))
         nll_before = answer_nlls(lm, probes)
+        replies_before = probe_replies(lm, probes, options.gate.generation_tokens)
         lap("checks_before")
 
         texts = [sequence_text(lm, c.kind, c.text, c.question, c.answer, whole_cloze=options.update.whole_cloze)
@@ -264,7 +269,13 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             store.set_state(replies_key, json.dumps(known))
         texts += replayed + rehearsed
         attach_trainable_adapter(lm, options.update)
-        stats = train(lm, texts, options.update, on_step=lambda done, total, loss: step("train", done, total))
+        losses: list[float] = []
+
+        def on_step(done: int, total: int, loss: float) -> None:
+            losses.append(round(loss, 4))
+            step("train", done, total, loss)
+
+        stats = train(lm, texts, options.update, on_step=on_step)
         lap("train")
 
         step("check", 0, 1)
@@ -275,7 +286,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             new_words = taught_words([d.title for d in docs], [p.text for p in passages])
             whole = replace(lm, router=router_for(lm, {**{m.name: m.words for m in modules}, NEW_MODULE: new_words}))
             lm.router = Router({}, only=NEW_MODULE)
-        report, nll_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules, options.gate,
+        report, nll_after, replies_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules, options.gate,
                                      whole=whole)
         lap("check")
 
@@ -283,9 +294,9 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         edits = [SelfEditRecord(s.candidate.passage_index, s.candidate.sample, s.candidate.kind, s.candidate.text,
                                 s.candidate.question, s.candidate.answer, s.score, s.accepted, s.reason,
                                 train_texts.get(id(s.candidate), "")) for s in scored]
-        probe_records = [ProbeRecord(p.prompt, p.answer, p.label, b, a)
-                         for p, b, a in zip(probes, nll_before, nll_after)]
-        stats_dict = {**asdict(stats), "passages": len(passages), "replayed": len(replayed),
+        probe_records = [ProbeRecord(p.prompt, p.answer, p.label, *values)
+                         for p, *values in zip(probes, nll_before, nll_after, replies_before, replies_after)]
+        stats_dict = {**asdict(stats), "losses": losses, "passages": len(passages), "replayed": len(replayed),
                       "rehearsed_chat": len(rehearsed), "timings": dict(timings),  # seconds per stage, to the checks
                       # learned with --allow-contradiction (or the gate off): what it overrode, kept with the version
                       "allowed_contradictions": [asdict(c) for c in conflicts],

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS self_edits (
     text TEXT, question TEXT, answer TEXT, score REAL, accepted INTEGER, reason TEXT, train_text TEXT);
 CREATE TABLE IF NOT EXISTS probes (
     version_id TEXT NOT NULL REFERENCES versions(id), prompt TEXT, answer TEXT, label TEXT, nll_before REAL,
-    nll_after REAL);
+    nll_after REAL, reply_before TEXT NOT NULL DEFAULT '', reply_after TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -78,6 +78,8 @@ class ProbeRecord:
     label: str
     nll_before: float
     nll_after: float
+    reply_before: str = ""  # the closed-book replies to a question probe; "" for a cloze probe
+    reply_after: str = ""
 
 
 @dataclass
@@ -142,11 +144,25 @@ class Store:
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
             self.db.executescript(SCHEMA)
+            self._add_columns("probes", {"reply_before": "TEXT NOT NULL DEFAULT ''",
+                                         "reply_after": "TEXT NOT NULL DEFAULT ''"})
         except sqlite3.OperationalError as err:  # locked, read-only, disk full: not corruption
             raise SealError(f"cannot open the store {self.path}: {err}") from err
         except sqlite3.DatabaseError as err:
             raise SealError(f"the store {self.path} is corrupt ({err}); restore {self.home} from a backup, or move "
                             "that whole folder aside to start anew") from err
+
+    def _add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Columns added since a store was made (its existing rows get the default); looked for again inside the
+        write lock, so two processes opening an old store add each column once."""
+        def missing() -> list[str]:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            return [name for name in columns if name not in have]
+
+        if missing():
+            with self._transaction():
+                for name in missing():
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
 
     # ---- reading -------------------------------------------------------------------------------------
 
@@ -159,11 +175,16 @@ class Store:
         return [self._version(r) for r in self.db.execute("SELECT * FROM versions ORDER BY seq")]
 
     def get(self, version_id: str) -> Version:
-        row = self.db.execute("SELECT * FROM versions WHERE id = ?", (version_id,)).fetchone()
-        if row is None:
+        version = self.find(version_id)
+        if version is None:
             known = ", ".join(v.id for v in self.history()) or "none yet"
             raise SealError(f"unknown version {version_id!r} (versions: {known})")
-        return self._version(row)
+        return version
+
+    def find(self, version_id: str) -> Version | None:
+        """The version `version_id`, or None where there is none."""
+        row = self.db.execute("SELECT * FROM versions WHERE id = ?", (version_id,)).fetchone()
+        return self._version(row) if row else None
 
     def current_id(self) -> str:
         row = self.db.execute("SELECT value FROM state WHERE key = 'current'").fetchone()
@@ -206,8 +227,8 @@ class Store:
         return [SelfEditRecord(*r[:7], bool(r[7]), r[8], r[9]) for r in rows]
 
     def probes(self, version_id: str) -> list[ProbeRecord]:
-        rows = self.db.execute("SELECT prompt, answer, label, nll_before, nll_after FROM probes WHERE version_id = ?",
-                               (version_id,))
+        rows = self.db.execute("SELECT prompt, answer, label, nll_before, nll_after, reply_before, reply_after "
+                               "FROM probes WHERE version_id = ?", (version_id,))
         return [ProbeRecord(*r) for r in rows]
 
     def lineage(self, version_id: str) -> list[Version]:
@@ -306,8 +327,9 @@ class Store:
                 "INSERT INTO self_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(version.id, s.passage_index, s.sample, s.kind, s.text, s.question, s.answer, s.score,
                   int(s.accepted), s.reason, s.train_text) for s in self_edits])
-            self.db.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?, ?)",
-                                [(version.id, p.prompt, p.answer, p.label, p.nll_before, p.nll_after) for p in probes])
+            self.db.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(version.id, p.prompt, p.answer, p.label, p.nll_before, p.nll_after, p.reply_before,
+                                  p.reply_after) for p in probes])
             if make_current:
                 self._put_state("current", version.id)
         if version.adapter_dir is not None:
