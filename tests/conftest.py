@@ -76,12 +76,17 @@ def taught_store(home, tiny_model_dir):
     """A store whose v1 (replay lineage, one adapter) was trained hard on one question-answer pair: after it the tiny
     model answers with 'harbour'. Returns the store and v1's self-edits: an unrelated pair, the taught pair, and a
     rejected pair with the same answer."""
+    return teach(home, tiny_model_dir)
+
+
+def teach(home: Path, model_dir: Path):
+    """`taught_store` made in `home` (for fixtures of a wider scope)."""
     from seal import model as lm_ops
     from seal.store import SelfEditRecord, Store, Version, now
     from seal.update import attach_trainable_adapter, sequence_text, train
 
     store = Store(home)
-    lm = lm_ops.load(str(tiny_model_dir))
+    lm = lm_ops.load(str(model_dir))
     torch.manual_seed(0)  # the adapter's initial weights: the same whatever ran before
     attach_trainable_adapter(lm, UpdateConfig())
     taught = sequence_text(lm, "qa", "", TAUGHT_QUESTION, TAUGHT_ANSWER)
@@ -94,6 +99,6 @@ def taught_store(home, tiny_model_dir):
              SelfEditRecord(0, 2, "qa", f"Q: Who keeps it?\nA: {TAUGHT_ANSWER}", "Who keeps it?", TAUGHT_ANSWER, 0.0,
                             False, "round trip failed", "")]
     sources = [{"source": "/docs/beacon.md", "title": "Zorvex beacon", "sha256": "0" * 64}]
-    store.record(Version("", "v0", "committed", now(), str(tiny_model_dir), sources, adapter, 2, 1,
+    store.record(Version("", "v0", "committed", now(), str(model_dir), sources, adapter, 2, 1,
                          {"config": {"update": {"lineage": "replay"}}}, {}, ""), edits, [], make_current=True)
     return store, edits

@@ -197,10 +197,11 @@ def learn(
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
-        def on_progress(stage: str, done: int, total: int) -> None:
+        def on_progress(stage: str, done: int, total: int, loss: float | None) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
+            description = stage if loss is None else f"{stage} (loss {loss:.3f})"
+            bar.update(tasks[stage], completed=done, total=total or None, description=description)
 
         result = run_learn(store, paths, options, on_progress)
     for note in result.notes if not as_json else []:
@@ -554,6 +555,7 @@ def serve(
     policy: Annotated[Optional[str], typer.Option(help="Self-edit writer from `seal train-policy`.")] = None,
     max_upload_bytes: Annotated[int, typer.Option(min=1, help="Largest accepted document.")] = 1 << 20,
     max_files: Annotated[int, typer.Option(min=1, help="Documents per adaptation.")] = 8,
+    runs: Annotated[Optional[Path], typer.Option(help="Benchmark run folders the console's Benchmarks page shows.")] = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
     as_json: JsonFlag = False,
@@ -578,17 +580,18 @@ def serve(
     use_policy(options, policy, None)
     config = ServeConfig(home=store.home, api_key=key, model=model_for(store, model), device=device,
                          public_read=public_read, watch=watch, max_upload_bytes=max_upload_bytes,
-                         max_files=max_files, learn=options)
+                         max_files=max_files, runs=runs, learn=options)
     with err.status("loading the current version"):
         application = create_app(config)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it can chat"
                   + ("" if not public_read else " without a key"))
-    served = {"version": application.state.server.served.version, "url": f"http://{host}:{port}/v1"}
+    served = {"version": application.state.server.served.version, "url": f"http://{host}:{port}/v1",
+              "console": f"http://{host}:{port}/"}
     if as_json:
         out.print_json(json.dumps(served))
     else:
-        err.print(f"seal serving {served['version']} on {served['url']}")
+        err.print(f"seal serving {served['version']} on {served['url']}; the console is at {served['console']}")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 

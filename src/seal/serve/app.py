@@ -1,4 +1,4 @@
-"""The FastAPI application of `seal serve`: error responses in OpenAI's shape, request metrics, the routes."""
+"""The FastAPI application of `seal serve`: error responses in OpenAI's shape, request metrics, the API and the console."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seal.config import ServeConfig
 from seal.errors import SealError
+from seal.serve.console import add_console_routes
 from seal.serve.routes import add_api_routes
 from seal.serve.server import ApiError, SealServer
 
@@ -45,7 +46,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                                "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        if err.status_code == 404 and not request.url.path.startswith("/v1/") and wants_html(request):
+            return console_page(404)  # a person who followed a wrong link gets a page, a client gets JSON
         return _error_response(err.status_code, str(err.detail), "invalid_request_error", None)
 
     @app.exception_handler(SealError)
@@ -64,4 +67,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         return response
 
     add_api_routes(app, server)
+    console_page = add_console_routes(app, server)
     return app
+
+
+def wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")

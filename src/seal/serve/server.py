@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
@@ -28,12 +29,28 @@ from seal import model as lm_ops
 from seal.config import ServeConfig
 from seal.documents import TEXT_SUFFIXES, parse_document
 from seal.errors import SealError
-from seal.learn import learn, load_version
+from seal.learn import closed_book, learn, load_version, wearing
 from seal.model import LM
-from seal.store import FINISHED, Job, Store
+from seal.store import BASE_VERSION, FINISHED, Job, Store
 
 MODEL_ID = "seal"
 STATUS_OF_STAGE = {"load": "generating", "generate": "generating", "train": "training", "check": "checking"}
+
+
+@dataclass
+class Live:
+    """The running adaptation as it moves (not stored: the version keeps the whole record once it is done)."""
+
+    job: str
+    started: float = field(default_factory=time.time)
+    stages: list[tuple[str, float]] = field(default_factory=list)  # each stage reached, seconds after the start
+    done: int = 0
+    total: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stages[-1][0] if self.stages else "", "stages": list(self.stages), "done": self.done,
+                "total": self.total, "losses": list(self.losses), "seconds": round(time.time() - self.started, 1)}
 
 
 @dataclass
@@ -90,6 +107,9 @@ class SealServer:
             self._file_inbox(job)
         lm, version = load_version(store, self.model_name, config.device)
         self.served = Served(lm, version)
+        self.live: Live | None = None  # the adaptation being run; replaced whole, read by request threads
+        self.base: LM | None = None  # the base model that earlier versions are put on to be asked (`reading`)
+        self.read_lock = threading.Lock()
         self.metrics.version.labels(version).set(1)
         self.threads = [threading.Thread(target=self._work, name="seal-adapt", daemon=True)]
         if config.watch is not None:
@@ -165,6 +185,38 @@ class SealServer:
                                      "total_tokens": prompt_tokens + produced})
         yield "data: [DONE]\n\n"
 
+    @contextmanager
+    def reading(self, store: Store) -> Iterator[LM]:
+        """The base model, for asking any version: loaded on first use, one request at a time, because each
+        version's adapters are put on it and taken off again (`learn.wearing`)."""
+        with self.read_lock:
+            if self.base is None:
+                self.base = load_version(store, self.model_name, self.config.device, BASE_VERSION)[0]
+            yield self.base
+
+    def answers(self, store: Store, question: str, version_ids: list[str], max_tokens: int) -> list[dict]:
+        """`question` answered closed-book, as `seal ask` answers it, by each of the versions, in the order given."""
+        if not question.strip():
+            raise ApiError(400, "the question is empty", code="empty_question")
+        versions = []
+        for version_id in version_ids:
+            version = store.find(version_id)
+            if version is None and version_id != BASE_VERSION:  # v0 is recorded only once something is learned
+                raise ApiError(404, f"no version {version_id!r}", code="not_found")
+            if version is not None and version.status == "rolled_back":
+                raise ApiError(400, f"{version_id} was rolled back by its checks: it has no weights to answer with",
+                               code="rolled_back")
+            versions.append(version)
+        results = []
+        with self.reading(store) as lm:
+            for version_id, version in zip(version_ids, versions):
+                start = time.perf_counter()
+                with wearing(store, lm, version) if version else nullcontext():
+                    answer = closed_book(lm, question, max_tokens)
+                results.append({"version": version_id, "answer": answer,
+                                "seconds": round(time.perf_counter() - start, 2)})
+        return results
+
     # ---- adapting ------------------------------------------------------------------------------------
 
     def enqueue(self, store: Store, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
@@ -208,10 +260,21 @@ class SealServer:
             self.metrics.queued.set(len(store.jobs(("queued",))))
             self._adapt(store, job)
 
+    def progress(self, job_id: str) -> dict | None:
+        """The live progress of the adaptation `job_id` while it runs, else None."""
+        live = self.live
+        return live.to_dict() if live is not None and live.job == job_id else None
+
     def _adapt(self, store: Store, job: Job) -> None:
         status = {"now": "generating"}
+        live = self.live = Live(job.id)
 
-        def progress(stage: str, done: int, total: int) -> None:
+        def progress(stage: str, done: int, total: int, loss: float | None) -> None:
+            if not live.stages or live.stages[-1][0] != stage:
+                live.stages.append((stage, round(time.time() - live.started, 1)))
+            live.done, live.total = done, total
+            if loss is not None:
+                live.losses.append(round(loss, 4))
             wanted = STATUS_OF_STAGE.get(stage, status["now"])
             if wanted != status["now"]:
                 status["now"] = wanted
@@ -231,6 +294,7 @@ class SealServer:
                 self.swap(store, result.version)  # before the job says committed: a client that sees it gets it
             store.update_job(job.id, outcome, result.version, result.reason, result.report)
             self.metrics.adaptations.labels(outcome).inc()
+        self.live = None
         self._file_inbox(store.job(job.id))
 
     # ---- the inbox -----------------------------------------------------------------------------------
