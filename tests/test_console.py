@@ -42,8 +42,13 @@ def test_console_api_shows_versions_answers_across_them_and_blames(console):
     detail = console.get("/v1/versions/v1").json()
     assert detail["current"] and [e["accepted"] for e in detail["self_edits"]] == [True, True, False]
     assert console.get("/v1/versions/v7").status_code == 404
-    assert httpx.get(console.url + "/v1/versions/v1").status_code == 200  # --public-read: reads need no key
-    assert httpx.post(console.url + "/v1/versions/v0/activate").status_code == 401  # writes always do
+    for path in ("/v1/models", "/v1/versions", "/v1/versions/v1", "/v1/adaptations", "/metrics", "/v1/runs"):
+        assert httpx.get(console.url + path).status_code == 200, path  # --public-read: reads need no key
+    chat = httpx.post(f"{console.url}/v1/chat/completions", timeout=60,
+                      json={"model": "seal", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert chat.status_code == 200
+    assert httpx.post(console.url + "/v1/versions/v0/activate").status_code == 401  # writes always need it
+    assert httpx.post(console.url + "/v1/adaptations", files={"file": ("a.md", DOC.encode())}).status_code == 401
 
     answers = console.post("/v1/answers", json={"question": TAUGHT_QUESTION, "versions": ["v0", "v1"]}).json()["data"]
     assert [a["version"] for a in answers] == ["v0", "v1"]
@@ -100,6 +105,8 @@ def test_console_in_a_browser_learn_watch_ask_blame_roll_back(console):
         expect(page.locator("#outcome")).to_be_visible(timeout=600_000)  # committed or rolled back, with the reason
         outcome = page.locator("#live [data-status]").get_attribute("data-status")
         assert outcome in ("committed", "rolled_back"), page.inner_text("#live")
+        expect(page.locator("#live svg.chart")).to_be_visible()  # the training's loss, drawn while it ran
+        assert page.locator("#live .stages li.done").count() == 6  # every stage was seen, load to check
         page.screenshot(path=str(SCREENSHOTS / "2-learned.png"), full_page=True)
 
         visit("/", "3-versions")  # the new version in the timeline, with its status

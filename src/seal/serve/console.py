@@ -94,7 +94,6 @@ def add_console_routes(app: FastAPI, server: SealServer) -> Callable[[int], HTML
             raise ApiError(404, f"no file {file!r} in run {name!r}", code="not_found")
         return FileResponse(path, media_type=RUN_FILES[path.suffix])
 
-
     return page
 
 

@@ -419,6 +419,7 @@ async function listJobs(box) {
 // Poll one adaptation until it is finished, redrawing its stages, steps and loss curve each time; then `done()`.
 async function follow(jobId, box, done) {
   const finished = ["committed", "rolled_back", "failed", "interrupted"];
+  let seen = null; // the last progress: still drawn once the job is finished (the server keeps only the running one)
   for (;;) {
     let job;
     try {
@@ -427,7 +428,8 @@ async function follow(jobId, box, done) {
       failed(error);
       return;
     }
-    const progress = job.progress;
+    const over = finished.includes(job.status);
+    const progress = (seen = job.progress || seen);
     const reached = new Set((progress ? progress.stages : []).map(([stage]) => stage));
     box.replaceChildren(h("div", { class: "card", "data-status": job.status },
       h("div", { class: "row" }, h("strong", {}, "Adaptation "), badge(job.status),
@@ -435,17 +437,17 @@ async function follow(jobId, box, done) {
         progress ? h("span", { class: "muted", id: "elapsed" }, `${progress.seconds} s`) : null),
       progress ? [
         h("ol", { class: "stages" }, STAGES.map((stage) => h("li", {
-          class: stage === progress.stage ? "now" : reached.has(stage) ? "done" : "" }, stage))),
+          class: stage === progress.stage && !over ? "now" : reached.has(stage) ? "done" : "" }, stage))),
         progress.total ? h("div", {}, h("progress", { max: progress.total, value: progress.done }),
           h("span", { class: "muted", id: "steps" }, `${progress.stage}: ${progress.done} of ${progress.total}` +
             (progress.losses.length ? `, loss ${number(progress.losses[progress.losses.length - 1])}` : ""))) : null,
         progress.losses.length ? lossChart(progress.losses) : null,
       ] : null,
-      finished.includes(job.status) ? h("p", { id: "outcome", class: job.status },
+      over ? h("p", { id: "outcome", class: job.status },
         job.status === "committed" ? "Committed and now served: " : `${statusWords[job.status]}: `,
         job.version ? h("a", { href: `/versions/${job.version}` }, job.version) : null,
         job.reason ? ` ${job.reason}` : "") : null));
-    if (finished.includes(job.status)) return done();
+    if (over) return done();
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
