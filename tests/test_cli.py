@@ -45,6 +45,10 @@ def test_learn_records_an_attempt_and_history_shows_it(learned, home):
     shown = json.loads(run("show", "v1", "--json").stdout)
     assert shown["self_edits"][0]["kind"] == "passage" and shown["self_edits"][0]["accepted"]
     assert {c["name"] for c in shown["report"]["checks"]} >= {"knowledge", "locality", "safety", "sanity"}
+    assert shown["sources"][0]["text"].startswith("The Brellick Tide Clock stands")  # the document itself is kept
+    assert len(shown["stats"]["losses"]) == shown["stats"]["steps"] > 0  # the loss of every step
+    printed = run("show", "v1").output
+    assert shown["probes"] and "probes (" in printed and "expected: " in printed
 
 
 @pytest.mark.parametrize("content, fragment", [

@@ -404,6 +404,14 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
             table.add_row("[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]", c["name"],
                           number(c.get("value")), number(c.get("threshold")))
         out.print(table)
+    if probes:
+        out.print(f"\n[bold]probes[/bold] ({len(probes)}, asked before and after the update)")
+    for probe in probes:
+        out.print(Text(f"{probe.label}  NLL {probe.nll_before:.2f} -> {probe.nll_after:.2f}"), highlight=False)
+        answers = [f"expected: {probe.answer.strip()}"] + [f"{when}: {reply}" for when, reply in
+                                                          (("before", probe.reply_before), ("after", probe.reply_after))
+                                                          if reply]
+        out.print(Padding(Text("\n".join(answers)), (0, 0, 0, 4)), highlight=False)
     groups = (("self-edits", [e for e in edits if e.kind not in ("quiz", "cloze")]),
               ("quiz pairs", [e for e in edits if e.kind in ("quiz", "cloze")]))
     for title, group in groups:
