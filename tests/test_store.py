@@ -27,6 +27,21 @@ def commit(store: Store, value: float = 1.0) -> str:
         return store.record(version, [edit], [ProbeRecord("Q", " A", "Q", 2.0, 1.0)], make_current=True)
 
 
+def test_a_store_made_before_probes_kept_their_answers_opens_with_them_empty(tmp_path):
+    store = Store(tmp_path)
+    commit(store)
+    with store.db:  # the probes table as it was: no reply columns
+        store.db.execute("ALTER TABLE probes DROP COLUMN reply_before")
+        store.db.execute("ALTER TABLE probes DROP COLUMN reply_after")
+    reopened = Store(tmp_path)
+    assert reopened.probes("v1") == [ProbeRecord("Q", " A", "Q", 2.0, 1.0, "", "")]
+    probe = ProbeRecord("Q2", " B", "Q2", 3.0, 1.0, "No idea.", "B")
+    with reopened.writer():
+        version = Version("", "v1", "rolled_back", now(), "tiny", [], None)
+        reopened.record(version, [], [probe], make_current=False)
+    assert Store(tmp_path).probes("v2") == [probe]
+
+
 def test_commit_history_show_and_rollback(tmp_path):
     store = Store(tmp_path)
     assert store.current() is None

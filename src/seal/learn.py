@@ -286,8 +286,8 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             new_words = taught_words([d.title for d in docs], [p.text for p in passages])
             whole = replace(lm, router=router_for(lm, {**{m.name: m.words for m in modules}, NEW_MODULE: new_words}))
             lm.router = Router({}, only=NEW_MODULE)
-        report, nll_after, replies_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules, options.gate,
-                                     whole=whole)
+        report, nll_after, replies_after = run_gate(lm, probes, nll_before, earlier, battery, reference, rules,
+                                                    options.gate, whole=whole)
         lap("check")
 
         train_texts = {id(c): t.text for c, t in zip(accepted, texts)}
