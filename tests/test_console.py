@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from seal.loadtest import ServerProcess
+from seal.serve.console import run_file, run_folders
+from seal.serve.server import ApiError
 
 from conftest import TAUGHT_QUESTION, teach
 
@@ -71,6 +73,21 @@ def test_console_api_shows_versions_answers_across_them_and_blames(console):
     assert page.status_code == 404 and "console.js" in page.text
     assert httpx.get(console.url + "/no-such-page", headers={"Accept": "text/html"}).status_code == 404
     assert httpx.get(console.url + "/no-such-page").json()["error"]["message"] == "Not Found"  # a client gets JSON
+
+
+def test_run_files_never_come_from_outside_the_runs_folder(tmp_path):
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    for folder in (root / "a", root / ".hidden", outside):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}", encoding="utf-8")
+    (outside / "secret.md").write_text("secret", encoding="utf-8")
+    (root / "a" / "link.md").symlink_to(outside / "secret.md")
+    assert run_file(root, "a", "config.json") == (root / "a" / "config.json").resolve()
+    assert [run["name"] for run in run_folders(root)] == ["a"]
+    for name, file in [("../outside", "secret.md"), ("a", "link.md"), (".hidden", "config.json"),
+                       ("a", "../../outside/secret.md"), (str(outside), "secret.md")]:
+        with pytest.raises(ApiError):
+            run_file(root, name, file)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install Debian's chromium package (make test does)")

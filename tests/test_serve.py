@@ -57,9 +57,11 @@ def test_openai_client_chat_streaming_completions_and_models(server):
 
 def test_reads_and_writes_need_the_key(server):
     assert httpx.get(f"{server.url}/health").status_code == 200
-    for path in ("/v1/models", "/v1/versions", "/v1/adaptations", "/metrics"):
+    for path in ("/v1/models", "/v1/versions", "/v1/versions/v0", "/v1/adaptations", "/metrics", "/v1/runs"):
         assert httpx.get(server.url + path).status_code == 401
         assert httpx.get(server.url + path, headers={"Authorization": "Bearer wrong-key"}).status_code == 401
+    for path in ("/v1/answers", "/v1/blame"):
+        assert httpx.post(server.url + path, json={"question": "Who built it?"}).status_code == 401
     refused = server.post("/v1/adaptations", headers={}, files={"file": ("a.md", DOC.encode())})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert server.post("/v1/versions/v0/activate", headers={}).status_code == 401

@@ -559,7 +559,7 @@ def serve(
     watch: Annotated[Optional[Path], typer.Option(help="Inbox folder: text files put here are adapted to, "
                                                        "then moved to done/ or failed/.")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (default: $SEAL_API_KEY).")] = None,
-    public_read: Annotated[bool, typer.Option(help="Chat, versions and metrics without a key (writes still need it).")] = False,
+    public_read: Annotated[bool, typer.Option(help="Every read without a key: chat, versions with their documents' text, asking across versions, metrics (writes still need it).")] = False,
     policy: Annotated[Optional[str], typer.Option(help="Self-edit writer from `seal train-policy`.")] = None,
     max_upload_bytes: Annotated[int, typer.Option(min=1, help="Largest accepted document.")] = 1 << 20,
     max_files: Annotated[int, typer.Option(min=1, help="Documents per adaptation.")] = 8,

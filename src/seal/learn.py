@@ -4,6 +4,7 @@ generate -> score -> update -> check -> store."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from seal.store import BASE_VERSION, ProbeRecord, SelfEditRecord, Store, Version
 from seal.update import (LINEAGES, QA_KINDS, REHEARSAL_TOKENS, Sequence, attach_trainable_adapter, chat_rehearsal,
                          reply_only, sequence_text, train)
 
-Progress = Callable[[str, int, int, "float | None"], None]  # (stage, done, total, the last training loss)
+Progress = Callable[[str, int, int, "float | None"], None]  # (stage, done, total, the step's training loss)
 
 
 @dataclass
@@ -269,11 +270,11 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
             store.set_state(replies_key, json.dumps(known))
         texts += replayed + rehearsed
         attach_trainable_adapter(lm, options.update)
-        losses: list[float] = []
+        losses: list[float | None] = []
 
         def on_step(done: int, total: int, loss: float) -> None:
-            losses.append(round(loss, 4))
-            step("train", done, total, loss)
+            losses.append(round(loss, 4) if math.isfinite(loss) else None)  # kept as JSON, which has no NaN
+            step("train", done, total, losses[-1])
 
         stats = train(lm, texts, options.update, on_step=on_step)
         lap("train")

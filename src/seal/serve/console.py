@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from seal.serve.server import ApiError, SealServer
-from seal.store import BASE_VERSION, Store
+from seal.store import Store
 
 STATIC = resources.files("seal.serve") / "console"
 RUN_FILES = {".md": "text/markdown; charset=utf-8", ".json": "application/json", ".png": "image/png",
@@ -40,12 +40,24 @@ def run_folders(root: Path) -> list[dict]:
 
 
 def run_folder(root: Path, name: str) -> Path:
-    """The run folder `name` under `root`; a name that leaves `root` or names no run is a 404."""
+    """The run folder `name` under `root`, as `run_folders` lists them; a name that leaves `root`, names a hidden
+    folder or no run is a 404."""
     folder = (root / name).resolve()
-    if not folder.is_relative_to(root.resolve()) or folder == root.resolve() or not (
-            (folder / "config.json").is_file() or (folder / "results.md").is_file()):
+    if (not folder.is_relative_to(root.resolve()) or folder == root.resolve() or name.startswith("/")
+            or any(part.startswith(".") for part in Path(name).parts)
+            or not ((folder / "config.json").is_file() or (folder / "results.md").is_file())):
         raise ApiError(404, f"no run {name!r}", code="not_found")
     return folder
+
+
+def run_file(root: Path, name: str, file: str) -> Path:
+    """A result file at the top of a run folder, never one a link points at outside it."""
+    folder = run_folder(root, name)
+    path = (folder / file).resolve()
+    if (not re.fullmatch(r"[\w.-]+", file) or path.parent != folder or path.suffix not in RUN_FILES
+            or not path.is_file()):
+        raise ApiError(404, f"no file {file!r} in run {name!r}", code="not_found")
+    return path
 
 
 def add_console_routes(app: FastAPI, server: SealServer) -> Callable[[int], HTMLResponse]:
@@ -63,8 +75,7 @@ def add_console_routes(app: FastAPI, server: SealServer) -> Callable[[int], HTML
 
     @app.get("/versions/{version_id}", include_in_schema=False)
     def version_page(version_id: str) -> HTMLResponse:
-        known = version_id == BASE_VERSION or Store(server.config.home).find(version_id) is not None
-        return page(200 if known else 404)
+        return page(200 if Store(server.config.home).find(version_id) is not None else 404)
 
     @app.get("/benchmarks/{name:path}", include_in_schema=False)
     def run_page(name: str) -> HTMLResponse:
@@ -86,13 +97,12 @@ def add_console_routes(app: FastAPI, server: SealServer) -> Callable[[int], HTML
         return {"object": "list", "data": run_folders(runs_root(server))}
 
     @app.get("/v1/runs/{name:path}/files/{file}")
-    def run_file(name: str, file: str, request: Request) -> FileResponse:
+    def result_file(name: str, file: str, request: Request) -> FileResponse:
         server.authorize(request, write=False)
-        folder = run_folder(runs_root(server), name)
-        path = folder / file
-        if not re.fullmatch(r"[\w.-]+", file) or path.suffix not in RUN_FILES or not path.is_file():
-            raise ApiError(404, f"no file {file!r} in run {name!r}", code="not_found")
-        return FileResponse(path, media_type=RUN_FILES[path.suffix])
+        path = run_file(runs_root(server), name, file)
+        # Never run as a page of the console's origin (an SVG could carry a script that reads the stored key).
+        return FileResponse(path, media_type=RUN_FILES[path.suffix],
+                            headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
     return page
 

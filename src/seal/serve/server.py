@@ -46,7 +46,7 @@ class Live:
     stages: list[tuple[str, float]] = field(default_factory=list)  # each stage reached, seconds after the start
     done: int = 0
     total: int = 0
-    losses: list[float] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"stage": self.stages[-1][0] if self.stages else "", "stages": list(self.stages), "done": self.done,
@@ -277,8 +277,8 @@ class SealServer:
             if not live.stages or live.stages[-1][0] != stage:
                 live.stages.append((stage, round(time.time() - live.started, 1)))
             live.done, live.total = done, total
-            if loss is not None:
-                live.losses.append(round(loss, 4))
+            if stage == "train":
+                live.losses.append(loss)  # None for a step whose loss was not finite (JSON has no NaN)
             wanted = STATUS_OF_STAGE.get(stage, status["now"])
             if wanted != status["now"]:
                 status["now"] = wanted
@@ -286,19 +286,19 @@ class SealServer:
 
         try:
             result = learn(store, [d["path"] for d in job.documents], self.options, progress)
+            outcome = "committed" if result.committed else "rolled_back"
+            if result.committed:
+                self.swap(store, result.version)  # before the job says committed: a client that sees it gets it
+            store.update_job(job.id, outcome, result.version, result.reason, result.report)
+            self.metrics.adaptations.labels(outcome).inc()
         except SealError as err:
             store.update_job(job.id, "failed", reason=str(err))
             self.metrics.adaptations.labels("failed").inc()
         except Exception as err:  # noqa: BLE001 - a bug must not kill the worker; the job says what happened
             store.update_job(job.id, "failed", reason=f"internal error: {type(err).__name__}: {err}")
             self.metrics.adaptations.labels("failed").inc()
-        else:
-            outcome = "committed" if result.committed else "rolled_back"
-            if result.committed:
-                self.swap(store, result.version)  # before the job says committed: a client that sees it gets it
-            store.update_job(job.id, outcome, result.version, result.reason, result.report)
-            self.metrics.adaptations.labels(outcome).inc()
-        self.live = None
+        finally:
+            self.live = None
         self._file_inbox(store.job(job.id))
 
     # ---- the inbox -----------------------------------------------------------------------------------

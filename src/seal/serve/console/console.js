@@ -98,7 +98,8 @@ function action(label, run, attrs = {}) {
 }
 
 // A line chart of the training loss, one point per step.
-function lossChart(losses, width = 640, height = 170) {
+function lossChart(steps, width = 640, height = 170) {
+  const losses = steps.filter(Number.isFinite); // a step whose loss was not finite is kept as null
   const pad = { left: 44, right: 10, top: 10, bottom: 24 };
   const chart = svg("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
                              "aria-label": `training loss over ${losses.length} steps` });
@@ -171,6 +172,8 @@ function markdown(text) {
   }
   return root;
 }
+
+const encodePath = (path) => path.split("/").map(encodeURIComponent).join("/");
 
 // Sections may be arrays of nodes, or null when they have nothing to show.
 function render(...nodes) {
@@ -509,7 +512,7 @@ async function runsPage() {
     runs.data.length ? h("table", { id: "runs" },
       h("thead", {}, h("tr", {}, ["run", "files", "modified"].map((c) => h("th", {}, c)))),
       h("tbody", {}, runs.data.map((run) => h("tr", {},
-        h("td", {}, h("a", { href: `/benchmarks/${run.name}` }, run.name)),
+        h("td", {}, h("a", { href: `/benchmarks/${encodePath(run.name)}` }, run.name)),
         h("td", { class: "muted" }, run.files.join(", ")),
         h("td", { class: "muted" }, new Date(run.modified * 1000).toISOString().slice(0, 16).replace("T", " ")))))) :
       h("p", { class: "muted" }, "No run folders (with config.json or results.md) yet."));
@@ -518,7 +521,7 @@ async function runsPage() {
 async function runPage(name) {
   const runs = await getJson("/v1/runs");
   const run = runs.data.find((r) => r.name === name);
-  const file = (f) => api(`/v1/runs/${name}/files/${f}`);
+  const file = (f) => api(`/v1/runs/${encodePath(name)}/files/${encodeURIComponent(f)}`);
   const parts = [h("h1", {}, name)];
   if (run.files.includes("results.md")) parts.push(markdown(await (await file("results.md")).text()));
   for (const plot of run.files.filter((f) => f.endsWith(".png") || f.endsWith(".svg"))) {
