@@ -210,7 +210,7 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
     def activate(version_id: str, request: Request) -> dict:
         server.authorize(request, write=True)
         store = Store(server.config.home)
-        if not any(v.id == version_id for v in store.history()):
+        if store.find(version_id) is None:
             raise ApiError(404, f"no version {version_id!r}", code="not_found")
         try:
             with store.writer():
