@@ -563,6 +563,8 @@ def serve(
     policy: Annotated[Optional[str], typer.Option(help="Self-edit writer from `seal train-policy`.")] = None,
     max_upload_bytes: Annotated[int, typer.Option(min=1, help="Largest accepted document.")] = 1 << 20,
     max_files: Annotated[int, typer.Option(min=1, help="Documents per adaptation.")] = 8,
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoding together (continuous batching); 1 "
+                                                       "decodes one request at a time.")] = ServeConfig.max_batch,
     runs: Annotated[Optional[Path], typer.Option(help="Benchmark run folders the console's Benchmarks page shows.")] = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
@@ -588,7 +590,7 @@ def serve(
     use_policy(options, policy, None)
     config = ServeConfig(home=store.home, api_key=key, model=model_for(store, model), device=device,
                          public_read=public_read, watch=watch, max_upload_bytes=max_upload_bytes,
-                         max_files=max_files, runs=runs, learn=options)
+                         max_files=max_files, max_batch=max_batch, runs=runs, learn=options)
     with err.status("loading the current version"):
         application = create_app(config)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -144,6 +144,7 @@ class ServeConfig:
     max_files: int = 8  # documents per adaptation
     max_queued: int = 32
     max_tokens: int = 512  # the most a request may ask to generate
+    max_batch: int = 16  # requests decoding together; more wait for a free row
     runs: Path | None = None  # benchmark and training run folders the console shows
     learn: LearnOptions = field(default_factory=LearnOptions)
 

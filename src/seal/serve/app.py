@@ -26,10 +26,12 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        server.scheduler.start()
         for thread in server.threads:
             thread.start()
         yield
         server.stop.set()
+        server.scheduler.stop()
 
     app = FastAPI(title="seal", lifespan=lifespan)
     app.state.server = server

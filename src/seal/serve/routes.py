@@ -102,12 +102,12 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
         prompt = served.lm.chat_prompt([{"role": m.role, "content": _text(m.content)} for m in body.messages])
         limit = server.token_limit(body.max_completion_tokens or body.max_tokens)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        generation = server.submit(served, prompt, limit, body.temperature, body.top_p, body.seed)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(server.stream_chat(served, prompt, limit, request_id, include_usage),
+            return StreamingResponse(server.stream_chat(served, generation, request_id, include_usage),
                                      media_type="text/event-stream", headers={"X-Seal-Version": served.version})
-        text, prompt_tokens, produced, finish = server.complete(served, [prompt], limit, body.temperature,
-                                                                body.top_p, body.seed)[0]
+        text, prompt_tokens, produced, finish = server.complete([generation])[0]
         return JSONResponse({
             "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": MODEL_ID,
             "system_fingerprint": served.version,
@@ -125,8 +125,10 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or len(prompts) > 16:
             raise ApiError(400, "prompt must be a string or a list of 1 to 16 strings", code="invalid_prompt")
-        results = server.complete(served, prompts, server.token_limit(body.max_tokens), body.temperature,
-                                  body.top_p, body.seed)
+        limit = server.token_limit(body.max_tokens)
+        generations = [server.submit(served, prompt, limit, body.temperature, body.top_p, body.seed)
+                       for prompt in prompts]
+        results = server.complete(generations)
         return JSONResponse({
             "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": MODEL_ID, "system_fingerprint": served.version,

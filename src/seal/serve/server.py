@@ -31,6 +31,7 @@ from seal.documents import TEXT_SUFFIXES, parse_document
 from seal.errors import SealError
 from seal.learn import closed_book, learn, load_version, wearing
 from seal.model import LM
+from seal.serve.scheduler import Generation, Sampling, Scheduler
 from seal.store import BASE_VERSION, FINISHED, Job, Store
 
 MODEL_ID = "seal"
@@ -81,6 +82,8 @@ class Metrics:
         self.queued = Gauge("seal_adaptations_queued", "Adaptations waiting", registry=self.registry)
         self.version = Gauge("seal_current_version", "The version being served (1 for its label)", ["version"],
                              registry=self.registry)
+        self.batch = Histogram("seal_decode_batch_rows", "Requests decoding together, per step",
+                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
 
 
 def sha256_of(raw: bytes) -> str:
@@ -111,6 +114,7 @@ class SealServer:
         self.base: LM | None = None  # the base model that earlier versions are put on to be asked (`reading`)
         self.read_lock = threading.Lock()
         self.metrics.version.labels(version).set(1)
+        self.scheduler = Scheduler(config.max_batch, on_step=self.metrics.batch.observe)
         self.threads = [threading.Thread(target=self._work, name="seal-adapt", daemon=True)]
         if config.watch is not None:
             config.watch.mkdir(parents=True, exist_ok=True)
@@ -140,26 +144,39 @@ class SealServer:
             raise ApiError(400, "max_tokens must be at least 1", code="invalid_max_tokens")
         return min(asked or self.config.max_tokens, self.config.max_tokens)
 
-    def complete(self, served: Served, prompts: list[str], max_tokens: int, temperature: float | None,
-                 top_p: float | None, seed: int | None) -> list[tuple[str, int, int, str]]:
-        """(text, prompt tokens, completion tokens, finish reason) per prompt. Greedy unless a temperature is set."""
-        tok = served.lm.tokenizer
-        ids = lm_ops.generate_tokens(served.lm, prompts, max_tokens, temperature or 0.0, top_p or 1.0,
-                                     seed=seed or 0, batch_size=len(prompts))
+    def submit(self, served: Served, prompt: str, max_tokens: int, temperature: float | None, top_p: float | None,
+               seed: int | None) -> Generation:
+        """Queue `prompt` for the decoding batch; greedy unless a temperature is set. A prompt that leaves no room
+        in the model's context is refused; `max_tokens` is cut to the room left."""
+        lm = served.lm
+        ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        context = getattr(lm.model.config, "max_position_embeddings", None) or 2048
+        if len(ids) >= context:
+            raise ApiError(400, f"the prompt is {len(ids)} tokens; this model's context is {context}",
+                           code="context_length_exceeded")
+        adapter = lm.router.pick(prompt) if lm.router is not None else None
+        sampling = Sampling(min(max_tokens, context - len(ids)), temperature or 0.0,
+                            1.0 if top_p is None else top_p, seed)
+        generation = self.scheduler.submit(lm, ids, sampling, adapter)
+        self.metrics.tokens.labels("prompt").inc(len(ids))
+        return generation
+
+    def complete(self, generations: list[Generation]) -> list[tuple[str, int, int, str]]:
+        """(text, prompt tokens, completion tokens, finish reason) of each request, once all have ended."""
         results = []
-        for prompt, tokens in zip(prompts, ids):
-            prompt_tokens = len(tok(prompt, add_special_tokens=False)["input_ids"])
-            text = tok.decode(tokens, skip_special_tokens=True).strip()
-            results.append((text, prompt_tokens, len(tokens), "length" if len(tokens) >= max_tokens else "stop"))
-            self.metrics.tokens.labels("prompt").inc(prompt_tokens)
+        for generation in generations:
+            tokens = generation.wait()
             self.metrics.tokens.labels("completion").inc(len(tokens))
+            text = generation.lm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            results.append((text, len(generation.prompt_ids), len(tokens), generation.finish_reason or "stop"))
         return results
 
-    def stream_chat(self, served: Served, prompt: str, max_tokens: int, request_id: str,
+    def stream_chat(self, served: Served, generation: Generation, request_id: str,
                     include_usage: bool) -> Iterator[str]:
-        """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]` (after a usage chunk if asked)."""
-        start = time.perf_counter()
+        """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]` (after a usage chunk if asked).
+        A client that goes away closes this generator, which gives up the request's batch slot."""
         created = int(time.time())
+        tok = served.lm.tokenizer
 
         def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
             choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
@@ -167,23 +184,29 @@ class SealServer:
                     "system_fingerprint": served.version, "choices": choices, **({"usage": usage} if usage else {})}
             return f"data: {json.dumps(body)}\n\n"
 
-        yield chunk({"role": "assistant", "content": ""})
-        pieces: list[str] = []
-        for piece in lm_ops.stream(served.lm, prompt, max_tokens):
-            if not pieces:
-                self.metrics.first_token.observe(time.perf_counter() - start)
-            pieces.append(piece)
-            yield chunk({"content": piece})
-        tok = served.lm.tokenizer
-        produced = len(tok("".join(pieces), add_special_tokens=False)["input_ids"])
-        prompt_tokens = len(tok(prompt, add_special_tokens=False)["input_ids"])
-        self.metrics.tokens.labels("prompt").inc(prompt_tokens)
-        self.metrics.tokens.labels("completion").inc(produced)
-        yield chunk({}, "length" if produced >= max_tokens else "stop")
-        if include_usage:  # OpenAI's form: one more chunk, with no choices
-            yield chunk(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": produced,
-                                     "total_tokens": prompt_tokens + produced})
-        yield "data: [DONE]\n\n"
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            tokens: list[int] = []
+            sent = ""
+            for token in generation:
+                if not tokens:
+                    self.metrics.first_token.observe(time.perf_counter() - generation.submitted)
+                tokens.append(token)
+                text = tok.decode(tokens, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # a character split across tokens: wait for its end
+                if len(text) > len(sent):
+                    yield chunk({"content": text[len(sent):]})
+                    sent = text
+            self.metrics.tokens.labels("completion").inc(len(tokens))
+            yield chunk({}, generation.finish_reason or "stop")
+            if include_usage:  # OpenAI's form: one more chunk, with no choices
+                prompt_tokens = len(generation.prompt_ids)
+                yield chunk(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
+                                         "total_tokens": prompt_tokens + len(tokens)})
+            yield "data: [DONE]\n\n"
+        finally:
+            generation.cancel()  # nothing if it has ended; frees the slot of a client that left mid-stream
 
     @contextmanager
     def reading(self, store: Store) -> Iterator[LM]:
