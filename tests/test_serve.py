@@ -7,10 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from openai import OpenAI
 
+from seal.config import ServeConfig
 from seal.learn import learn
 from seal.loadtest import ServerProcess, drive
+from seal.serve import create_app
 from seal.store import Store
 
 from test_learn import OPEN_GATE, options
@@ -168,3 +171,117 @@ def test_requests_never_fail_across_a_swap(tmp_path, tiny_model_dir, facts_file)
     assert job["status"] in ("committed", "rolled_back")  # an adaptation ran under the load
     assert {"v0", "v1"} <= {r["version"] for r in rows} and len(rows) > 10
     assert all(0 < r["tokens"] <= 4 and r["ttft"] is not None for r in rows)  # usage arrives in the stream
+
+
+def test_values_openai_refuses_are_400s_and_the_key_is_checked_before_the_body(server):
+    def chat(**fields) -> httpx.Response:
+        body = {"model": "seal", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, **fields}
+        return server.post("/v1/chat/completions", json=body)
+
+    refused = {"seed 2^64": chat(seed=2**64), "temperature 5": chat(temperature=5), "temperature -1": chat(temperature=-1),
+               "top_p 0": chat(top_p=0), "top_p 1.5": chat(top_p=1.5), "n 2": chat(n=2),
+               "a wizard's turn": chat(messages=[{"role": "wizard", "content": "Hi"}]),
+               "temperature NaN": server.post("/v1/chat/completions", content=b'{"model": "seal", "messages": '
+                                              b'[{"role": "user", "content": "Hi"}], "temperature": NaN}',
+                                              headers={**AUTH, "Content-Type": "application/json"})}
+    for case, response in refused.items():
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error", case
+        assert response.headers["X-Seal-Version"] == "v0", case
+    unknown = chat(model="gpt-4")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    long = chat(messages=[{"role": "user", "content": "tide " * 1100}])  # the tiny model's context is 1024
+    assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
+    assert chat(seed=2**63 - 1, temperature=0.7, top_p=0.5, n=1).status_code == 200
+    assert chat(messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]).is_success
+    big = server.post("/v1/chat/completions", content=b"x" * (2 << 20), headers={**AUTH, "Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    chunked = server.post("/v1/chat/completions", content=iter([b"x" * 65536] * 20),  # no Content-Length
+                          headers={**AUTH, "Content-Type": "application/json"})
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+    stranger = httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json",
+                          headers={"Content-Type": "application/json"})
+    assert stranger.status_code == 401  # not 400: a body without the key is never parsed
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert httpx.get(server.url + path).status_code == 401 and server.get(path).status_code == 200
+    assert 'seal_requests_total{path="unmatched",status="401"}' in server.get("/metrics").text
+
+
+def test_uploads_are_told_their_limits_and_no_reply_shows_a_server_path(server):
+    big = server.post("/v1/adaptations", files={"file": ("big.md", b"word " * 1600)})
+    assert big.json()["error"]["message"] == "big.md is larger than the limit of 4000 bytes"
+    many = server.post("/v1/adaptations", files=[("file", (f"{n}.md", DOC.encode())) for n in range(5)])
+    assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_files"
+    assert many.json()["error"]["message"] == "5 documents in one adaptation; the limit is 2"
+    created = server.post("/v1/adaptations", files={"file": ("brellick.md", DOC.encode())}).json()
+    assert created["documents"] == [{"name": "brellick.md", "sha256": created["documents"][0]["sha256"]}]
+    job = server.wait_for(created["id"])
+    replies = [server.get("/v1/adaptations").text, server.get(f"/v1/adaptations/{job['id']}").text,
+               server.get("/v1/versions").text, server.get(f"/v1/versions/{job['version']}").text]
+    assert not [reply for reply in replies if "uploads" in reply or str(server.home) in reply]
+
+
+def test_two_sampled_requests_without_a_seed_differ_and_with_one_agree(server):
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
+
+    def sample(**seed) -> str:
+        return client.chat.completions.create(model="seal", messages=[{"role": "user", "content": "Tell a story."}],
+                                              max_tokens=24, temperature=1.0, **seed).choices[0].message.content
+
+    assert sample() != sample()
+    assert sample(seed=11) == sample(seed=11)
+
+
+def test_served_is_current_when_activations_race_a_cli_learn_and_both_learns_end(tmp_path, tiny_model_dir, facts_file):
+    """A `seal learn` by another process holds the store while the server is asked to adapt and to activate: the
+    server's adaptation waits for it, activations are refused meanwhile (409), and afterwards the server serves
+    whatever is current, including a rollback made outside it."""
+    home = tmp_path / "home"
+    assert learn(Store(home), [str(facts_file)], options(tiny_model_dir, **OPEN_GATE)).committed
+    server = Server(home, tiny_model_dir)
+    try:
+        ferry = tmp_path / "ferry.md"
+        ferry.write_text("# Quellin Ferry\n\nThe Quellin ferry leaves Varrow pier at nine every morning.\n")
+        outside: list = []
+        cli = threading.Thread(target=lambda: outside.append(learn(Store(home), [str(ferry)],
+                                                                   options(tiny_model_dir, **OPEN_GATE))))
+        cli.start()
+        time.sleep(0.5)
+        job = server.post("/v1/adaptations", files={"file": ("brellick.md", DOC.encode())}).json()
+        statuses = []
+        while cli.is_alive():
+            statuses.append(server.post(f"/v1/versions/{('v0', 'v1')[len(statuses) % 2]}/activate").status_code)
+            time.sleep(0.1)
+        cli.join()
+        assert outside[0].committed and 409 in statuses and set(statuses) <= {200, 409}
+        assert server.wait_for(job["id"])["status"] in ("committed", "rolled_back")  # it waited, then ran
+        assert serving_settles(server) == Store(home).current_id()
+        with Store(home).writer():  # `seal rollback v0` from a terminal
+            Store(home).set_current("v0")
+        assert serving_settles(server) == "v0"
+    finally:
+        server.stop()
+
+
+def serving_settles(server: ServerProcess, timeout: float = 20) -> str:
+    """The version served once it equals the current one (the server looks for outside changes when idle)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        versions = server.get("/v1/versions").json()
+        if versions["serving"] == versions["current"]:
+            return versions["serving"]
+        time.sleep(0.2)
+    raise AssertionError(f"serving {versions['serving']} but {versions['current']} is current")
+
+
+def test_a_bug_is_answered_as_a_counted_json_500(tmp_path, tiny_model_dir):
+    app = create_app(ServeConfig(home=tmp_path / "home", api_key=KEY, model=str(tiny_model_dir)))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    app.state.server.answers = broken
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/answers", json={"question": "Who?"}, headers=AUTH)
+        assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+        assert "a bug" not in response.text and response.headers["X-Seal-Version"] == "v0"
+        assert 'seal_requests_total{path="/v1/answers",status="500"} 1.0' in client.get("/metrics", headers=AUTH).text

@@ -30,9 +30,8 @@ def commit(store: Store, value: float = 1.0) -> str:
 def test_a_store_made_before_probes_kept_their_answers_opens_with_them_empty(tmp_path):
     store = Store(tmp_path)
     commit(store)
-    with store.db:  # the probes table as it was: no reply columns
-        store.db.execute("ALTER TABLE probes DROP COLUMN reply_before")
-        store.db.execute("ALTER TABLE probes DROP COLUMN reply_after")
+    store.db.execute("ALTER TABLE probes DROP COLUMN reply_before")  # the probes table as it was
+    store.db.execute("ALTER TABLE probes DROP COLUMN reply_after")
     reopened = Store(tmp_path)
     assert reopened.probes("v1") == [ProbeRecord("Q", " A", "Q", 2.0, 1.0, "", "")]
     probe = ProbeRecord("Q2", " B", "Q2", 3.0, 1.0, "No idea.", "B")

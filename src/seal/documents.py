@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from seal.errors import SealError
+from seal.errors import NotText, SealError
 
 TEXT_SUFFIXES = {".md", ".txt", ".rst", ".text", ".markdown"}
 
@@ -37,11 +37,11 @@ class Passage:
 
 def _decode(raw: bytes, source: str) -> str:
     if b"\x00" in raw:
-        raise SealError(f"{source} looks binary (it contains NUL bytes); give a UTF-8 text document")
+        raise NotText(f"{source} looks binary (it contains NUL bytes); give a UTF-8 text document")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise SealError(f"{source} is not valid UTF-8 (byte {err.start}); convert it to UTF-8 text") from err
+        raise NotText(f"{source} is not valid UTF-8 (byte {err.start}); convert it to UTF-8 text") from err
     if not text.strip():
         raise SealError(f"{source} is empty; there is nothing to learn")
     return text

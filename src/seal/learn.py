@@ -178,7 +178,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
         timings[stage] = round(time.perf_counter() - clock, 2)
         clock = time.perf_counter()
 
-    with store.writer():
+    with store.writer(on_wait=lambda: step("wait for the store", 0, 0)):  # another learn first, then this one
         store.ensure_model(options.model)
         docs = read_documents(paths)
         rules = load_safety_rules(options.safety_rules)

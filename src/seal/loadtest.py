@@ -30,6 +30,7 @@ class ServerProcess:
     """`seal serve` started as its own process on a free loopback port; `stop()` ends it."""
 
     def __init__(self, home: Path, key: str, *args: str, timeout: float = 300):
+        self.home = home
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from seal.errors import SealError
+from seal.errors import Busy, NotCommitted, NotFound, SealError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -130,6 +131,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _Connection:
+    """One SQLite connection that the threads of a process share (a server opens its store once): each statement
+    runs under a lock and returns its rows at once, and a transaction holds the lock until it ends."""
+
+    def __init__(self, path: Path):
+        self.lock = threading.RLock()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+
+    def execute(self, sql: str, args: tuple | list = ()) -> _Rows:
+        with self.lock:
+            return _Rows(self._db.execute(sql, args).fetchall())
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        with self.lock:
+            self._db.executemany(sql, rows)
+
+    def executescript(self, script: str) -> None:
+        with self.lock:
+            self._db.executescript(script)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+
+class _Rows(list):
+    def fetchone(self) -> tuple | None:
+        return self[0] if self else None
+
+
 class Store:
     def __init__(self, home: Path):
         self.home = home
@@ -137,7 +172,7 @@ class Store:
         self.adapters.mkdir(parents=True, exist_ok=True)
         self.path = home / "store.sqlite"
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db = _Connection(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             check = self.db.execute("PRAGMA quick_check").fetchone()[0]
@@ -178,7 +213,7 @@ class Store:
         version = self.find(version_id)
         if version is None:
             known = ", ".join(v.id for v in self.history()) or "none yet"
-            raise SealError(f"unknown version {version_id!r} (versions: {known})")
+            raise NotFound(f"unknown version {version_id!r} (versions: {known})")
         return version
 
     def find(self, version_id: str) -> Version | None:
@@ -248,14 +283,19 @@ class Store:
     # ---- writing -------------------------------------------------------------------------------------
 
     @contextmanager
-    def writer(self) -> Iterator[None]:
-        """One writer at a time across processes; also sweeps what an interrupted commit left behind."""
+    def writer(self, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """One writer at a time across processes; also sweeps what an interrupted commit left behind. Held by
+        another: with `on_wait`, tell it and wait for the lock (a `seal learn` while the server adapts runs after
+        it); without, raise `Busy`."""
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.home / "store.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as err:
-                raise SealError(f"another seal process is changing {self.home}; try again when it is done") from err
+                if on_wait is None:
+                    raise Busy(f"another seal process is changing {self.home}; try again when it is done") from err
+                on_wait()
+                fcntl.flock(lock, fcntl.LOCK_EX)
             self._collect_garbage()
             yield
 
@@ -285,19 +325,20 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as err:
-            raise SealError(f"cannot write the store {self.path}: {err}") from err
-        try:
-            yield
-            self.db.execute("COMMIT")
-        except BaseException as error:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            if isinstance(error, sqlite3.Error):
-                raise SealError(f"cannot write the store {self.path}: {error}") from error
-            raise
+        with self.db.lock:  # no other thread's statement lands inside this transaction
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise SealError(f"cannot write the store {self.path}: {err}") from err
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException as error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise SealError(f"cannot write the store {self.path}: {error}") from error
+                raise
 
     def stage_adapter(self, save: Callable[[Path], None]) -> str:
         """Write an adapter with `save(folder)` into a staging folder and make it durable; returns its name.
@@ -397,7 +438,7 @@ class Store:
     def set_current(self, version_id: str) -> Version:
         version = self.get(version_id)
         if version.status not in ("committed", "base"):
-            raise SealError(f"{version_id} was rolled back by its checks and was never committed; "
+            raise NotCommitted(f"{version_id} was rolled back by its checks and was never committed; "
                             "pick a committed version (see `seal history`)")
         self.adapter_path(version)
         previous = self.current_id()

@@ -4,37 +4,54 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from dataclasses import asdict
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from seal.blame import blame
-from seal.errors import SealError
+from seal.errors import Busy, NotCommitted
 from seal.serve.server import MODEL_ID, ApiError, SealServer
-from seal.store import Store, Version
+from seal.store import Job, Version
+
+
+INT64 = 2**63
+MAX_FORM_PARTS = 1000
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: str
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict] | None = None
 
 
-class ChatRequest(BaseModel):
+class Sampled(BaseModel):
+    """What chat and completions share, bounded as OpenAI bounds it."""
+
     model_config = ConfigDict(extra="allow")
     model: str = MODEL_ID
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
+    n: int | None = Field(None, ge=1, le=1, description="seal returns one choice per prompt")
+    stream: bool = False
+
+
+class ChatRequest(Sampled):
     messages: list[Message]
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stream: bool = False
     stream_options: dict | None = None
+
+
+class CompletionRequest(Sampled):
+    prompt: str | list[str]
+    max_tokens: int | None = 16
 
 
 class AnswersRequest(BaseModel):
@@ -48,17 +65,6 @@ class BlameRequest(BaseModel):
     max_tokens: int | None = 64
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str = MODEL_ID
-    prompt: str | list[str]
-    max_tokens: int | None = 16
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stream: bool = False
-
-
 def _text(content: str | list[dict] | None) -> str:
     """A message's text; content given as parts (OpenAI's list form) keeps its text parts."""
     if isinstance(content, list):
@@ -66,11 +72,29 @@ def _text(content: str | list[dict] | None) -> str:
     return content or ""
 
 
+def _served_model(name: str) -> None:
+    if name != MODEL_ID:
+        raise ApiError(404, f"the model {name!r} does not exist; this server serves {MODEL_ID!r}",
+                       code="model_not_found")
+
+
+def public_sources(sources: list[dict]) -> list[dict]:
+    """A version's documents as API readers see them: by file name, never by a path on the server."""
+    return [{**source, "source": Path(source.get("source") or "").name} for source in sources]
+
+
+def public_job(job: Job) -> dict:
+    """A job without where its documents are kept on the server."""
+    return {**asdict(job), "documents": [{"name": d["name"], "sha256": d["sha256"]} for d in job.documents],
+            "inbox_path": Path(job.inbox_path).name if job.inbox_path else None}
+
+
 def _summary(version: Version) -> dict:
     """A version for the list: its sources without their text, each check without its detail, and no training
     statistics (those are on the version's own page): 50 versions in 36 kB."""
     fields = {key: value for key, value in vars(version).items() if key != "stats"}  # not asdict: no deep copy
-    fields["sources"] = [{key: value for key, value in source.items() if key != "text"} for source in version.sources]
+    fields["sources"] = [{key: value for key, value in source.items() if key != "text"}
+                         for source in public_sources(version.sources)]
     fields["report"] = {**version.report, "checks": [{key: value for key, value in check.items() if key != "detail"}
                                                      for check in version.report.get("checks", [])]}
     fields["seconds"] = round(sum(version.stats.get("timings", {}).values()), 1)
@@ -83,23 +107,22 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
         return {"status": "ok", "version": server.served.version, "model": server.model_name}
 
     @app.get("/metrics")
-    def metrics(request: Request) -> Response:
-        server.authorize(request, write=False)
+    def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
-    def models(request: Request) -> dict:
-        server.authorize(request, write=False)
+    def models() -> dict:
         return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "seal",
                                             "version": server.served.version}]}
 
     @app.post("/v1/chat/completions")
-    def chat(body: ChatRequest, request: Request):
-        server.authorize(request, write=False)
+    def chat(body: ChatRequest):
+        _served_model(body.model)
         served = server.served  # this request's version, whatever is swapped in meanwhile
         if not body.messages:
             raise ApiError(400, "messages must not be empty", code="empty_messages")
-        prompt = served.lm.chat_prompt([{"role": m.role, "content": _text(m.content)} for m in body.messages])
+        prompt = served.lm.chat_prompt([{"role": "system" if m.role == "developer" else m.role,
+                                         "content": _text(m.content)} for m in body.messages])
         limit = server.token_limit(body.max_completion_tokens or body.max_tokens)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         generation = server.submit(served, prompt, limit, body.temperature, body.top_p, body.seed)
@@ -117,8 +140,8 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
                       "total_tokens": prompt_tokens + produced}}, headers={"X-Seal-Version": served.version})
 
     @app.post("/v1/completions")
-    def completions(body: CompletionRequest, request: Request):
-        server.authorize(request, write=False)
+    def completions(body: CompletionRequest):
+        _served_model(body.model)
         if body.stream:
             raise ApiError(400, "stream is supported on /v1/chat/completions only", code="stream_unsupported")
         served = server.served
@@ -139,88 +162,72 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
 
     @app.post("/v1/adaptations", status_code=202)
     async def adapt(request: Request) -> dict:
-        server.authorize(request, write=True)  # before the body is read: a stranger's upload is never parsed
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > server.config.max_files * server.config.max_upload_bytes + 65536:
-            raise ApiError(413, f"the request is {declared} bytes; the limit is {server.config.max_files} files of "
-                           f"{server.config.max_upload_bytes} bytes", code="request_too_large")
-        form = await request.form(max_files=server.config.max_files + 1, max_fields=16)
+        # The body's size is bounded before this runs (`app.guard`); the documents are counted by `enqueue`, which
+        # names the limit, so the form parser's own count (and its message) stays out of the way.
+        form = await request.form(max_files=MAX_FORM_PARTS, max_fields=16)
         files = []
         for name, upload in form.multi_items():
             if name == "file" and isinstance(upload, UploadFile):
                 raw = await upload.read(server.config.max_upload_bytes + 1)  # one byte more tells an oversize file
                 files.append((upload.filename or "document.md", raw))
-        return asdict(server.enqueue(Store(server.config.home), files, "api"))
+        return public_job(server.enqueue(files, "api"))
 
     @app.get("/v1/adaptations")
-    def list_adaptations(request: Request) -> dict:
-        server.authorize(request, write=False)
+    def list_adaptations() -> dict:
         return {"object": "list",
-                "data": [{**asdict(j), "progress": server.progress(j.id)} for j in Store(server.config.home).jobs()]}
+                "data": [{**public_job(j), "progress": server.progress(j.id)} for j in server.store.jobs()]}
 
     @app.get("/v1/adaptations/{job_id}")
-    def get_adaptation(job_id: str, request: Request) -> dict:
+    def get_adaptation(job_id: str) -> dict:
         """The job, with `progress` while it runs: its stages so far, steps done of total, the training losses."""
-        server.authorize(request, write=False)
-        job = Store(server.config.home).job(job_id)
+        job = server.store.job(job_id)
         if job is None:
             raise ApiError(404, f"no adaptation {job_id!r}", code="not_found")
-        return {**asdict(job), "progress": server.progress(job_id)}
+        return {**public_job(job), "progress": server.progress(job_id)}
 
     @app.get("/v1/versions")
-    def versions(request: Request) -> JSONResponse:
+    def versions() -> JSONResponse:
         """Every version, oldest first, without its documents' text and training statistics (`/v1/versions/ID`).
         Answered as plain JSON: FastAPI's encoder walking every value tripled the time with 50 versions."""
-        server.authorize(request, write=False)
-        store = Store(server.config.home)
+        store = server.store
         return JSONResponse({"object": "list", "current": store.current_id(), "serving": server.served.version,
                              "data": [_summary(version) for version in store.history()]})
 
     @app.get("/v1/versions/{version_id}")
-    def version(version_id: str, request: Request) -> dict:
+    def version(version_id: str) -> dict:
         """Everything about one version, as `seal show --json` prints it."""
-        server.authorize(request, write=False)
-        store = Store(server.config.home)
+        store = server.store
         found = store.find(version_id)
         if found is None:
             raise ApiError(404, f"no version {version_id!r}", code="not_found")
-        return {**asdict(found), "current": store.current_id() == version_id,
+        return {**asdict(found), "sources": public_sources(found.sources), "current": store.current_id() == version_id,
                 "self_edits": [asdict(e) for e in store.self_edits(version_id)],
                 "probes": [asdict(p) for p in store.probes(version_id)]}
 
     @app.post("/v1/answers")
-    def answers(body: AnswersRequest, request: Request) -> dict:
+    def answers(body: AnswersRequest) -> dict:
         """One question answered closed-book by several versions side by side (default: the current one)."""
-        server.authorize(request, write=False)
-        store = Store(server.config.home)
-        asked = body.versions or [store.current_id()]
+        asked = body.versions or [server.store.current_id()]
         if len(asked) > 16:
             raise ApiError(400, "ask at most 16 versions at once", code="too_many_versions")
         return {"question": body.question,
-                "data": server.answers(store, body.question, asked, server.token_limit(body.max_tokens))}
+                "data": server.answers(body.question, asked, server.token_limit(body.max_tokens))}
 
     @app.post("/v1/blame")
-    def blame_route(body: BlameRequest, request: Request) -> dict:
+    def blame_route(body: BlameRequest) -> dict:
         """`seal blame`: every version of the current lineage answers; where the answer changed, what it learned."""
-        server.authorize(request, write=False)
-        store = Store(server.config.home)
-        with server.reading(store) as base:
-            steps = blame(store, body.question, max_new_tokens=server.token_limit(body.max_tokens), base=base)
+        with server.reading() as base:
+            steps = blame(server.store, body.question, max_new_tokens=server.token_limit(body.max_tokens), base=base)
         return {"question": body.question, "data": [asdict(step) for step in steps]}
 
     @app.post("/v1/versions/{version_id}/activate")
-    def activate(version_id: str, request: Request) -> dict:
-        server.authorize(request, write=True)
-        store = Store(server.config.home)
-        if store.find(version_id) is None:
+    def activate(version_id: str) -> dict:
+        if server.store.find(version_id) is None:
             raise ApiError(404, f"no version {version_id!r}", code="not_found")
         try:
-            with store.writer():
-                previous = store.current_id()
-                store.set_current(version_id)
-        except SealError as err:
-            busy = "another seal process" in str(err)
-            raise ApiError(409 if busy else 400, "an adaptation is being trained; activate again when it is done"
-                           if busy else str(err), code="busy" if busy else "not_activatable") from None
-        server.swap(store, version_id)
+            previous = server.activate(version_id)
+        except Busy:
+            raise ApiError(409, "an adaptation is being trained; activate again when it is done", code="busy") from None
+        except NotCommitted as err:
+            raise ApiError(400, str(err), code="not_activatable") from None
         return {"previous": previous, "current": version_id}

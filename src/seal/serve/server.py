@@ -22,13 +22,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from seal import model as lm_ops
 from seal.config import ServeConfig
 from seal.documents import TEXT_SUFFIXES, parse_document
-from seal.errors import SealError
+from seal.errors import NotText, SealError
 from seal.learn import closed_book, learn, load_version, wearing
 from seal.model import LM
 from seal.serve.scheduler import Generation, Sampling, Scheduler
@@ -101,8 +100,10 @@ class SealServer:
         self.config = config
         self.metrics = Metrics()
         self.stop = threading.Event()
-        self.swap_lock = threading.Lock()  # one swap at a time; readers never take it
-        store = Store(config.home)
+        # Moving the current pointer and swapping the served model happen together under this lock (activation,
+        # a committed adaptation, a version made by another process); requests never take it.
+        self.swap_lock = threading.Lock()
+        self.store = store = Store(config.home)  # opened once: its connection is shared by every thread
         self.model_name = config.model or store.model() or lm_ops.EMBEDDED
         self.options = dataclasses.replace(config.learn, model=self.model_name, device=config.device)
         for job in store.interrupt_running():
@@ -120,24 +121,40 @@ class SealServer:
             config.watch.mkdir(parents=True, exist_ok=True)
             self.threads.append(threading.Thread(target=self._watch, name="seal-inbox", daemon=True))
 
-    def authorize(self, request: Request, write: bool) -> None:
+    def authorize(self, authorization: str, write: bool) -> None:
         """Writes always need the API key; reads need it unless the server was started with --public-read."""
         if not write and self.config.public_read:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.config.api_key.encode()):
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                            "authentication_error", "invalid_api_key")
 
     # ---- serving -------------------------------------------------------------------------------------
 
-    def swap(self, store: Store, version_id: str) -> None:
+    def _swap(self, version_id: str) -> None:
         """Load `version_id` beside the serving model, then make it the served one in one assignment."""
+        lm, version = load_version(self.store, self.model_name, self.config.device, version_id)
+        previous, self.served = self.served, Served(lm, version)
+        self.metrics.version.remove(previous.version)
+        self.metrics.version.labels(version).set(1)
+
+    def serve_current(self) -> None:
+        """Serve the store's current version if another is served: after a commit, or a `seal learn` or
+        `seal rollback` by another process on the same store."""
         with self.swap_lock:
-            lm, version = load_version(store, self.model_name, self.config.device, version_id)
-            previous, self.served = self.served, Served(lm, version)
-            self.metrics.version.remove(previous.version)
-            self.metrics.version.labels(version).set(1)
+            current = self.store.current_id()
+            if current != self.served.version:
+                self._swap(current)
+
+    def activate(self, version_id: str) -> str:
+        """Make `version_id` current and serve it, as one step; returns the version current before."""
+        with self.swap_lock:
+            with self.store.writer():
+                previous = self.store.current_id()
+                self.store.set_current(version_id)
+            self._swap(version_id)
+        return previous
 
     def token_limit(self, asked: int | None) -> int:
         if asked is not None and asked < 1:
@@ -209,18 +226,19 @@ class SealServer:
             generation.cancel()  # nothing if it has ended; frees the slot of a client that left mid-stream
 
     @contextmanager
-    def reading(self, store: Store) -> Iterator[LM]:
+    def reading(self) -> Iterator[LM]:
         """The base model, for asking any version: loaded on first use, one request at a time, because each
         version's adapters are put on it and taken off again (`learn.wearing`)."""
         with self.read_lock:
             if self.base is None:
-                self.base = load_version(store, self.model_name, self.config.device, BASE_VERSION)[0]
+                self.base = load_version(self.store, self.model_name, self.config.device, BASE_VERSION)[0]
             yield self.base
 
-    def answers(self, store: Store, question: str, version_ids: list[str], max_tokens: int) -> list[dict]:
+    def answers(self, question: str, version_ids: list[str], max_tokens: int) -> list[dict]:
         """`question` answered closed-book, as `seal ask` answers it, by each of the versions, in the order given."""
         if not question.strip():
             raise ApiError(400, "the question is empty", code="empty_question")
+        store = self.store
         versions = []
         for version_id in version_ids:
             version = store.find(version_id)
@@ -232,7 +250,7 @@ class SealServer:
             versions.append(version)
         served = self.served
         results = []
-        with self.reading(store) as lm:
+        with self.reading() as lm:
             for version_id, version in zip(version_ids, versions):
                 start = time.perf_counter()
                 if version_id == served.version:  # already worn by the served model: nothing to load
@@ -246,10 +264,11 @@ class SealServer:
 
     # ---- adapting ------------------------------------------------------------------------------------
 
-    def enqueue(self, store: Store, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
+    def enqueue(self, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
         """Validate documents, keep a copy under $SEAL_HOME/uploads, and record the job; raises ApiError on bad input."""
         if not files:
             raise ApiError(400, "no document: send one or more files as multipart field 'file'", code="no_file")
+        store = self.store
         if len(files) > self.config.max_files:
             raise ApiError(400, f"{len(files)} documents in one adaptation; the limit is {self.config.max_files}",
                            code="too_many_files")
@@ -258,14 +277,15 @@ class SealServer:
                            "rate_limit_error", "queue_full")
         hashes = []
         for name, raw in files:
-            if len(raw) > self.config.max_upload_bytes:
-                raise ApiError(413, f"{name} is {len(raw)} bytes; the limit is {self.config.max_upload_bytes}",
+            if len(raw) > self.config.max_upload_bytes:  # read one byte past the limit, so its size is unknown
+                raise ApiError(413, f"{name} is larger than the limit of {self.config.max_upload_bytes} bytes",
                                code="file_too_large")
             try:
                 hashes.append(parse_document(raw, name, Path(name).stem).sha256)
+            except NotText as err:
+                raise ApiError(415, str(err), code="not_text") from None
             except SealError as err:
-                raise ApiError(415 if "binary" in str(err) or "UTF-8" in str(err) else 400, str(err),
-                               code="bad_document") from None
+                raise ApiError(400, str(err), code="bad_document") from None
         folder = self.config.home / "uploads" / uuid.uuid4().hex
         folder.mkdir(parents=True)
         documents = []
@@ -278,21 +298,22 @@ class SealServer:
         return job
 
     def _work(self) -> None:
-        store = Store(self.config.home)
         while not self.stop.is_set():
-            job = store.claim_job()
+            job = self.store.claim_job()
             if job is None:
+                self.serve_current()  # a version another process committed or rolled back to
                 self.stop.wait(0.5)
                 continue
-            self.metrics.queued.set(len(store.jobs(("queued",))))
-            self._adapt(store, job)
+            self.metrics.queued.set(len(self.store.jobs(("queued",))))
+            self._adapt(job)
 
     def progress(self, job_id: str) -> dict | None:
         """The live progress of the adaptation `job_id` while it runs, else None."""
         live = self.live
         return live.to_dict() if live is not None and live.job == job_id else None
 
-    def _adapt(self, store: Store, job: Job) -> None:
+    def _adapt(self, job: Job) -> None:
+        store = self.store
         status = {"now": "generating"}
         live = self.live = Live(job.id)
 
@@ -311,7 +332,7 @@ class SealServer:
             result = learn(store, [d["path"] for d in job.documents], self.options, progress)
             outcome = "committed" if result.committed else "rolled_back"
             if result.committed:
-                self.swap(store, result.version)  # before the job says committed: a client that sees it gets it
+                self.serve_current()  # before the job says committed: a client that sees it gets it
             store.update_job(job.id, outcome, result.version, result.reason, result.report)
             self.metrics.adaptations.labels(outcome).inc()
         except SealError as err:
@@ -336,9 +357,10 @@ class SealServer:
             target.parent.mkdir(exist_ok=True)
             shutil.move(source, target)
 
-    def sweep_inbox(self, store: Store) -> None:
+    def sweep_inbox(self) -> None:
         """Record a job for each new text file in the inbox; the file is moved only once its job is finished."""
         assert self.config.watch is not None
+        store = self.store
         for path in sorted(self.config.watch.iterdir()):
             if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in TEXT_SUFFIXES:
                 continue
@@ -350,7 +372,7 @@ class SealServer:
                 self._file_inbox(known)  # finished before a restart, not yet moved
                 continue
             try:
-                self.enqueue(store, [(path.name, raw)], "inbox", str(path))
+                self.enqueue([(path.name, raw)], "inbox", str(path))
             except ApiError as err:
                 if err.status == 429:
                     return  # the queue is full: the file waits in the inbox
@@ -360,7 +382,6 @@ class SealServer:
                 self._file_inbox(job)
 
     def _watch(self) -> None:
-        store = Store(self.config.home)
         while not self.stop.is_set():
-            self.sweep_inbox(store)
+            self.sweep_inbox()
             self.stop.wait(self.config.watch_interval)
