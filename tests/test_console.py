@@ -13,7 +13,7 @@ import pytest
 
 from seal.loadtest import ServerProcess
 from seal.serve.console import run_file, run_folders
-from seal.serve.server import ApiError
+from seal.serve.errors import ApiError
 
 from conftest import TAUGHT_QUESTION, teach
 

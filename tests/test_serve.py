@@ -14,6 +14,7 @@ from seal.config import ServeConfig
 from seal.learn import learn
 from seal.loadtest import ServerProcess, drive
 from seal.serve import create_app
+from seal.serve.jobs import JobQueue
 from seal.store import Store
 
 from test_learn import OPEN_GATE, options
@@ -133,9 +134,10 @@ def test_restart_resumes_queued_jobs_and_marks_interrupted_ones(tmp_path, tiny_m
     document.write_text(DOC)
     store = Store(home)
     entry = [{"name": "doc.md", "path": str(document), "sha256": "x"}]
-    cut_short = store.enqueue("api", entry)
-    store.update_job(cut_short.id, "training")  # as if the server had died mid-update
-    waiting = store.enqueue("api", entry)
+    queue = JobQueue(store, ServeConfig(home=home, api_key=KEY))
+    cut_short = queue.add("api", entry)
+    queue.update(cut_short.id, "training")  # as if the server had died mid-update
+    waiting = queue.add("api", entry)
     second = Server(home, tiny_model_dir)
     try:
         interrupted = second.get(f"/v1/adaptations/{cut_short.id}").json()

@@ -38,13 +38,7 @@ CREATE TABLE IF NOT EXISTS probes (
     nll_after REAL, reply_before TEXT NOT NULL DEFAULT '', reply_after TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, status TEXT NOT NULL, origin TEXT NOT NULL,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, documents TEXT NOT NULL, inbox_path TEXT,
-    version TEXT, reason TEXT NOT NULL DEFAULT '', report TEXT NOT NULL DEFAULT '{}');
 """
-RUNNING = ("generating", "training", "checking")  # a job the adaptation worker is on
-FINISHED = ("committed", "rolled_back", "failed", "interrupted")
 
 BASE_VERSION = "v0"
 
@@ -97,22 +91,6 @@ class Version:
     stats: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     reason: str = ""
-
-
-@dataclass
-class Job:
-    """One queued adaptation: documents (name, stored path, sha256) to learn, and what became of them."""
-
-    id: str
-    status: str  # queued | generating | training | checking | committed | rolled_back | failed | interrupted
-    origin: str  # api | inbox
-    created_at: str
-    updated_at: str
-    documents: list[dict]
-    inbox_path: str | None = None
-    version: str | None = None
-    reason: str = ""
-    report: dict = field(default_factory=dict)
 
 
 def _fsync_tree(path: Path) -> None:
@@ -195,7 +173,7 @@ class Store:
             return [name for name in columns if name not in have]
 
         if missing():
-            with self._transaction():
+            with self.transaction():
                 for name in missing():
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
 
@@ -250,7 +228,7 @@ class Store:
         return row[0] if row else None
 
     def set_state(self, key: str, value: str) -> None:
-        with self._transaction():
+        with self.transaction():
             self._put_state(key, value)
 
     def _put_state(self, key: str, value: str) -> None:
@@ -317,14 +295,14 @@ class Store:
             raise SealError(f"this store's versions were trained on model {known!r}, not {model!r}; "
                             f"pass --model {known} or use another SEAL_HOME")
         if known is None and pin:
-            with self._transaction():
+            with self.transaction():
                 self.db.execute("INSERT INTO versions (id, seq, parent, status, created_at, model, sources) "
                                 "VALUES (?, 0, NULL, 'base', ?, ?, '[]')", (BASE_VERSION, now(), model))
                 self._put_state("model", model)
                 self._put_state("current", BASE_VERSION)
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
         with self.db.lock:  # no other thread's statement lands inside this transaction
             try:
                 self.db.execute("BEGIN IMMEDIATE")
@@ -356,7 +334,7 @@ class Store:
                make_current: bool) -> str:
         """Record an attempt (committed or rolled back) in one transaction; returns its new id."""
         self.ensure_model(version.model, pin=True)
-        with self._transaction():
+        with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions").fetchone()[0]
             version.id = f"v{seq}"
             self.db.execute(
@@ -378,63 +356,6 @@ class Store:
             _fsync_dir(self.adapters)
         return version.id
 
-    # ---- the adaptation queue (`seal serve`) --------------------------------------------------------
-
-    def _job(self, row: tuple) -> Job:
-        (jid, _seq, status, origin, created, updated, documents, inbox, version, reason, report) = row
-        return Job(jid, status, origin, created, updated, json.loads(documents), inbox, version, reason,
-                   json.loads(report))
-
-    def job(self, job_id: str) -> Job | None:
-        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return self._job(row) if row else None
-
-    def jobs(self, statuses: tuple[str, ...] | None = None) -> list[Job]:
-        if statuses is None:
-            rows = self.db.execute("SELECT * FROM jobs ORDER BY seq")
-        else:
-            rows = self.db.execute(f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(statuses))}) "
-                                   "ORDER BY seq", statuses)
-        return [self._job(row) for row in rows]
-
-    def inbox_job(self, inbox_path: str, sha256: str) -> Job | None:
-        """The job already recorded for this inbox file with this content, if any."""
-        rows = self.db.execute("SELECT * FROM jobs WHERE inbox_path = ? ORDER BY seq", (inbox_path,))
-        return next((job for job in map(self._job, rows) if job.documents and job.documents[0]["sha256"] == sha256),
-                    None)
-
-    def enqueue(self, origin: str, documents: list[dict], inbox_path: str | None = None,
-                status: str = "queued", reason: str = "") -> Job:
-        with self._transaction():
-            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            stamp = now()
-            self.db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}')",
-                            (f"a{seq}", seq, status, origin, stamp, stamp, json.dumps(documents), inbox_path, reason))
-        return self.job(f"a{seq}")
-
-    def claim_job(self) -> Job | None:
-        """Take the oldest queued job (it becomes `generating`), or None."""
-        with self._transaction():
-            row = self.db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
-            if row:
-                self.db.execute("UPDATE jobs SET status = 'generating', updated_at = ? WHERE id = ?", (now(), row[0]))
-        return self.job(row[0]) if row else None
-
-    def update_job(self, job_id: str, status: str, version: str | None = None, reason: str = "",
-                   report: dict | None = None) -> None:
-        with self._transaction():
-            self.db.execute("UPDATE jobs SET status = ?, updated_at = ?, version = COALESCE(?, version), "
-                            "reason = ?, report = ? WHERE id = ?",
-                            (status, now(), version, reason, json.dumps(report or {}), job_id))
-
-    def interrupt_running(self) -> list[Job]:
-        """Mark jobs a stopped server left half-done, so none is silently lost; returns them."""
-        stale = self.jobs(RUNNING)
-        for job in stale:
-            self.update_job(job.id, "interrupted", reason=f"the server stopped while this job was {job.status}; "
-                            "nothing was committed; submit the document again")
-        return [self.job(j.id) for j in stale]
-
     def set_current(self, version_id: str) -> Version:
         version = self.get(version_id)
         if version.status not in ("committed", "base"):
@@ -442,7 +363,7 @@ class Store:
                             "pick a committed version (see `seal history`)")
         self.adapter_path(version)
         previous = self.current_id()
-        with self._transaction():
+        with self.transaction():
             self._put_state("current", version_id)
             self.db.execute("INSERT INTO events VALUES (?, 'rollback', ?)", (now(), f"{previous} -> {version_id}"))
         return version

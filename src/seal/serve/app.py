@@ -18,7 +18,8 @@ from seal.config import ServeConfig
 from seal.errors import SealError
 from seal.serve.console import add_console_routes
 from seal.serve.routes import add_api_routes
-from seal.serve.server import ApiError, SealServer
+from seal.serve.errors import ApiError
+from seal.serve.server import SealServer
 
 
 log = logging.getLogger("seal.serve")

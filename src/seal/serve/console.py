@@ -17,7 +17,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from seal.serve.server import ApiError, SealServer
+from seal.serve.errors import ApiError
+from seal.serve.server import SealServer
 
 STATIC = resources.files("seal.serve") / "console"
 RUN_FILES = {".md": "text/markdown; charset=utf-8", ".json": "application/json", ".png": "image/png",

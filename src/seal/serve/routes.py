@@ -16,8 +16,10 @@ from starlette.datastructures import UploadFile
 
 from seal.blame import blame
 from seal.errors import Busy, NotCommitted
-from seal.serve.server import MODEL_ID, ApiError, SealServer
-from seal.store import Job, Version
+from seal.serve.errors import ApiError
+from seal.serve.jobs import Job
+from seal.serve.server import MODEL_ID, SealServer
+from seal.store import Version
 
 
 INT64 = 2**63
@@ -162,7 +164,7 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
 
     @app.post("/v1/adaptations", status_code=202)
     async def adapt(request: Request) -> dict:
-        # The body's size is bounded before this runs (`app.guard`); the documents are counted by `enqueue`, which
+        # The body's size is bounded before this runs (`app.guard`); the documents are counted by `JobQueue.submit`, which
         # names the limit, so the form parser's own count (and its message) stays out of the way.
         form = await request.form(max_files=MAX_FORM_PARTS, max_fields=16)
         files = []
@@ -170,20 +172,20 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
             if name == "file" and isinstance(upload, UploadFile):
                 raw = await upload.read(server.config.max_upload_bytes + 1)  # one byte more tells an oversize file
                 files.append((upload.filename or "document.md", raw))
-        return public_job(server.enqueue(files, "api"))
+        return public_job(server.queue.submit(files, "api"))
 
     @app.get("/v1/adaptations")
     def list_adaptations() -> dict:
         return {"object": "list",
-                "data": [{**public_job(j), "progress": server.progress(j.id)} for j in server.store.jobs()]}
+                "data": [{**public_job(j), "progress": server.worker.progress(j.id)} for j in server.queue.jobs()]}
 
     @app.get("/v1/adaptations/{job_id}")
     def get_adaptation(job_id: str) -> dict:
         """The job, with `progress` while it runs: its stages so far, steps done of total, the training losses."""
-        job = server.store.job(job_id)
+        job = server.queue.job(job_id)
         if job is None:
             raise ApiError(404, f"no adaptation {job_id!r}", code="not_found")
-        return {**public_job(job), "progress": server.progress(job_id)}
+        return {**public_job(job), "progress": server.worker.progress(job_id)}
 
     @app.get("/v1/versions")
     def versions() -> JSONResponse:

@@ -1,56 +1,35 @@
-"""The server's state: the model being served and its swaps, the adaptation worker and the inbox watcher.
+"""The server's state: the model being served and its swaps, and the parts around it (the decoding scheduler, the
+adaptation queue and worker, metrics).
 
 Each request is answered by the version that was current when it started. Adaptations (uploads and inbox files)
-wait in a durable queue in the store's SQLite and run one at a time in a background thread through the same
-`learn()` as `seal learn`; a committed version is loaded beside the serving one and swapped in with a single
-assignment after its checks pass, so no request fails or sees a half-loaded model.
+wait in a durable queue (`jobs.py`) and run one at a time in a background thread (`worker.py`); a committed version
+is loaded beside the serving one and swapped in with a single assignment after its checks pass, so no request fails
+or sees a half-loaded model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import hmac
 import json
-import re
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from dataclasses import dataclass
 
 from seal import model as lm_ops
 from seal.config import ServeConfig
-from seal.documents import TEXT_SUFFIXES, parse_document
-from seal.errors import NotText, SealError
-from seal.learn import closed_book, learn, load_version, wearing
+from seal.learn import closed_book, load_version, wearing
 from seal.model import LM
+from seal.serve.errors import ApiError
+from seal.serve.jobs import JobQueue
+from seal.serve.metrics import Metrics
 from seal.serve.scheduler import Generation, Sampling, Scheduler
-from seal.store import BASE_VERSION, FINISHED, Job, Store
+from seal.serve.worker import AdaptationWorker
+from seal.store import BASE_VERSION, Store
 
 MODEL_ID = "seal"
-STATUS_OF_STAGE = {"load": "generating", "generate": "generating", "train": "training", "check": "checking"}
-
-
-@dataclass
-class Live:
-    """The running adaptation as it moves (not stored: the version keeps the whole record once it is done)."""
-
-    job: str
-    started: float = field(default_factory=time.time)
-    stages: list[tuple[str, float]] = field(default_factory=list)  # each stage reached, seconds after the start
-    done: int = 0
-    total: int = 0
-    losses: list[float | None] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"stage": self.stages[-1][0] if self.stages else "", "stages": list(self.stages), "done": self.done,
-                "total": self.total, "losses": list(self.losses), "seconds": round(time.time() - self.started, 1)}
 
 
 @dataclass
@@ -59,38 +38,6 @@ class Served:
 
     lm: LM
     version: str
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
-
-
-class Metrics:
-    def __init__(self) -> None:
-        disable_created_metrics()  # the *_created series only repeat the start time
-        self.registry = CollectorRegistry()
-        self.requests = Counter("seal_requests", "HTTP requests", ["path", "status"], registry=self.registry)
-        self.latency = Histogram("seal_request_seconds", "Request time (until the response starts)", ["path"],
-                                 registry=self.registry)
-        self.first_token = Histogram("seal_time_to_first_token_seconds", "Streamed chat: time to the first token",
-                                     registry=self.registry)
-        self.tokens = Counter("seal_tokens", "Tokens processed", ["kind"], registry=self.registry)
-        self.adaptations = Counter("seal_adaptations", "Finished adaptations", ["outcome"], registry=self.registry)
-        self.queued = Gauge("seal_adaptations_queued", "Adaptations waiting", registry=self.registry)
-        self.version = Gauge("seal_current_version", "The version being served (1 for its label)", ["version"],
-                             registry=self.registry)
-        self.batch = Histogram("seal_decode_batch_rows", "Requests decoding together, per step",
-                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
-
-
-def sha256_of(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "document.md"
 
 
 class SealServer:
@@ -105,21 +52,24 @@ class SealServer:
         self.swap_lock = threading.Lock()
         self.store = store = Store(config.home)  # opened once: its connection is shared by every thread
         self.model_name = config.model or store.model() or lm_ops.EMBEDDED
-        self.options = dataclasses.replace(config.learn, model=self.model_name, device=config.device)
-        for job in store.interrupt_running():
+        self.queue = JobQueue(store, config)
+        self.metrics.queued.set_function(lambda: len(self.queue.jobs(("queued",))))  # read when scraped
+        options = dataclasses.replace(config.learn, model=self.model_name, device=config.device)
+        self.worker = AdaptationWorker(store, self.queue, options, self.metrics, self.stop, self.serve_current,
+                                       self.serve_current, config.watch, config.watch_interval)
+        for job in self.queue.interrupt_running():
             self.metrics.adaptations.labels("interrupted").inc()
-            self._file_inbox(job)
+            self.worker.file_inbox(job)
         lm, version = load_version(store, self.model_name, config.device)
         self.served = Served(lm, version)
-        self.live: Live | None = None  # the adaptation being run; replaced whole, read by request threads
         self.base: LM | None = None  # the base model that earlier versions are put on to be asked (`reading`)
         self.read_lock = threading.Lock()
         self.metrics.version.labels(version).set(1)
         self.scheduler = Scheduler(config.max_batch, on_step=self.metrics.batch.observe)
-        self.threads = [threading.Thread(target=self._work, name="seal-adapt", daemon=True)]
+        self.threads = [threading.Thread(target=self.worker.run, name="seal-adapt", daemon=True)]
         if config.watch is not None:
             config.watch.mkdir(parents=True, exist_ok=True)
-            self.threads.append(threading.Thread(target=self._watch, name="seal-inbox", daemon=True))
+            self.threads.append(threading.Thread(target=self.worker.watch_inbox, name="seal-inbox", daemon=True))
 
     def authorize(self, authorization: str, write: bool) -> None:
         """Writes always need the API key; reads need it unless the server was started with --public-read."""
@@ -261,127 +211,3 @@ class SealServer:
                 results.append({"version": version_id, "answer": answer,
                                 "seconds": round(time.perf_counter() - start, 2)})
         return results
-
-    # ---- adapting ------------------------------------------------------------------------------------
-
-    def enqueue(self, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
-        """Validate documents, keep a copy under $SEAL_HOME/uploads, and record the job; raises ApiError on bad input."""
-        if not files:
-            raise ApiError(400, "no document: send one or more files as multipart field 'file'", code="no_file")
-        store = self.store
-        if len(files) > self.config.max_files:
-            raise ApiError(400, f"{len(files)} documents in one adaptation; the limit is {self.config.max_files}",
-                           code="too_many_files")
-        if len(store.jobs(("queued",))) >= self.config.max_queued:
-            raise ApiError(429, f"{self.config.max_queued} adaptations are already queued; try again later",
-                           "rate_limit_error", "queue_full")
-        hashes = []
-        for name, raw in files:
-            if len(raw) > self.config.max_upload_bytes:  # read one byte past the limit, so its size is unknown
-                raise ApiError(413, f"{name} is larger than the limit of {self.config.max_upload_bytes} bytes",
-                               code="file_too_large")
-            try:
-                hashes.append(parse_document(raw, name, Path(name).stem).sha256)
-            except NotText as err:
-                raise ApiError(415, str(err), code="not_text") from None
-            except SealError as err:
-                raise ApiError(400, str(err), code="bad_document") from None
-        folder = self.config.home / "uploads" / uuid.uuid4().hex
-        folder.mkdir(parents=True)
-        documents = []
-        for (name, raw), sha256 in zip(files, hashes):
-            path = folder / _safe_name(name)
-            path.write_bytes(raw)
-            documents.append({"name": name, "path": str(path), "sha256": sha256})
-        job = store.enqueue(origin, documents, inbox_path)
-        self.metrics.queued.set(len(store.jobs(("queued",))))
-        return job
-
-    def _work(self) -> None:
-        while not self.stop.is_set():
-            job = self.store.claim_job()
-            if job is None:
-                self.serve_current()  # a version another process committed or rolled back to
-                self.stop.wait(0.5)
-                continue
-            self.metrics.queued.set(len(self.store.jobs(("queued",))))
-            self._adapt(job)
-
-    def progress(self, job_id: str) -> dict | None:
-        """The live progress of the adaptation `job_id` while it runs, else None."""
-        live = self.live
-        return live.to_dict() if live is not None and live.job == job_id else None
-
-    def _adapt(self, job: Job) -> None:
-        store = self.store
-        status = {"now": "generating"}
-        live = self.live = Live(job.id)
-
-        def progress(stage: str, done: int, total: int, loss: float | None) -> None:
-            if not live.stages or live.stages[-1][0] != stage:
-                live.stages.append((stage, round(time.time() - live.started, 1)))
-            live.done, live.total = done, total
-            if stage == "train":
-                live.losses.append(loss)  # None for a step whose loss was not finite (JSON has no NaN)
-            wanted = STATUS_OF_STAGE.get(stage, status["now"])
-            if wanted != status["now"]:
-                status["now"] = wanted
-                store.update_job(job.id, wanted)
-
-        try:
-            result = learn(store, [d["path"] for d in job.documents], self.options, progress)
-            outcome = "committed" if result.committed else "rolled_back"
-            if result.committed:
-                self.serve_current()  # before the job says committed: a client that sees it gets it
-            store.update_job(job.id, outcome, result.version, result.reason, result.report)
-            self.metrics.adaptations.labels(outcome).inc()
-        except SealError as err:
-            store.update_job(job.id, "failed", reason=str(err))
-            self.metrics.adaptations.labels("failed").inc()
-        except Exception as err:  # noqa: BLE001 - a bug must not kill the worker; the job says what happened
-            store.update_job(job.id, "failed", reason=f"internal error: {type(err).__name__}: {err}")
-            self.metrics.adaptations.labels("failed").inc()
-        finally:
-            self.live = None
-        self._file_inbox(store.job(job.id))
-
-    # ---- the inbox -----------------------------------------------------------------------------------
-
-    def _file_inbox(self, job: Job | None) -> None:
-        """Move a finished job's inbox file to done/ or failed/ (prefixed with the job id)."""
-        if job is None or job.inbox_path is None or job.status not in FINISHED:
-            return
-        source = Path(job.inbox_path)
-        if source.exists():
-            target = source.parent / ("done" if job.status == "committed" else "failed") / f"{job.id}-{source.name}"
-            target.parent.mkdir(exist_ok=True)
-            shutil.move(source, target)
-
-    def sweep_inbox(self) -> None:
-        """Record a job for each new text file in the inbox; the file is moved only once its job is finished."""
-        assert self.config.watch is not None
-        store = self.store
-        for path in sorted(self.config.watch.iterdir()):
-            if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in TEXT_SUFFIXES:
-                continue
-            if time.time() - path.stat().st_mtime < 1.0:
-                continue  # still being written
-            raw = path.read_bytes()
-            known = store.inbox_job(str(path), sha256_of(raw))
-            if known is not None:
-                self._file_inbox(known)  # finished before a restart, not yet moved
-                continue
-            try:
-                self.enqueue([(path.name, raw)], "inbox", str(path))
-            except ApiError as err:
-                if err.status == 429:
-                    return  # the queue is full: the file waits in the inbox
-                job = store.enqueue("inbox", [{"name": path.name, "path": str(path), "sha256": sha256_of(raw)}],
-                                    str(path), status="failed", reason=err.message)
-                self.metrics.adaptations.labels("failed").inc()
-                self._file_inbox(job)
-
-    def _watch(self) -> None:
-        while not self.stop.is_set():
-            self.sweep_inbox()
-            self.stop.wait(self.config.watch_interval)
