@@ -177,7 +177,7 @@ def test_bench_trials_runs_the_same_trials_at_each_batch_size(tiny_model_dir, tm
     result = subprocess.run([str(Path(sys.executable).with_name("seal")), "bench", "trials", "--data", str(data),
                              "--out", str(tmp_path / "bad"), "--batch-sizes", "1,x"], capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "error: --batch-sizes '1,x': give whole numbers, e.g. 1,8"
+    assert result.stderr.strip().splitlines()[-1] == "error: --batch-sizes '1,x': give whole numbers of at least 1, comma-separated, e.g. 1,8"
 
 
 def test_adapters_train_in_float32_on_a_bfloat16_base(tiny_model_dir):

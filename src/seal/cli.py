@@ -678,10 +678,7 @@ def bench_trials(
     """Reward trials per hour, one at a time and batched: the same trials, with the rewards compared."""
     from seal.bench_trials import bench_trials as run_bench_trials
 
-    try:
-        sizes = tuple(int(size) for size in _split(batch_sizes))
-    except ValueError:
-        raise SealError(f"--batch-sizes {batch_sizes!r}: give whole numbers, e.g. 1,8") from None
+    sizes = tuple(positive_ints(batch_sizes, "--batch-sizes"))
     run_bench_trials(out_dir, data, model, lambda line: err.print(line, highlight=False), passages, samples, repeats,
                      sizes, device)
     print_results(out_dir / "trials.json", out_dir / "trials.md", as_json)
@@ -691,15 +688,20 @@ def bench_trials(
 @friendly
 def bench_serve(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for serve.json and serve.md.")] = Path("runs/bench-serve"),
-    requests: Annotated[int, typer.Option(min=1, help="Requests in each idle phase.")] = 12,
+    requests: Annotated[int, typer.Option(min=1, help="Requests in each idle phase (at least two per client).")] = 12,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per streamed reply.")] = 32,
+    clients: Annotated[str, typer.Option(help="Concurrent clients of each idle phase, comma-separated.")] = "1,4,8,16",
+    batches: Annotated[str, typer.Option(help="The servers' --max-batch, comma-separated; 1 decodes one request "
+                                              "at a time.")] = "1,16",
     model: Annotated[str, typer.Option()] = EMBEDDED,
     as_json: JsonFlag = False,
 ) -> None:
-    """Chat latency of a real `seal serve` (1 and 4 clients, idle and while adapting) and failures across swaps."""
+    """Throughput of a real `seal serve` at several numbers of clients, batched against one request at a time; chat
+    latency while adapting and failures across swaps."""
     from seal.loadtest import bench_serve as run_bench_serve
 
-    run_bench_serve(out_dir, model, requests, max_tokens, lambda line: err.print(line, highlight=False))
+    run_bench_serve(out_dir, model, requests, max_tokens, positive_ints(clients, "--clients"),
+                    positive_ints(batches, "--batches"), lambda line: err.print(line, highlight=False))
     print_results(out_dir / "serve.json", out_dir / "serve.md", as_json)
 
 
@@ -713,6 +715,17 @@ def print_results(summary: Path, table: Path, as_json: bool) -> None:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def positive_ints(text: str, option: str) -> list[int]:
+    """A comma-separated list of whole numbers of at least 1, e.g. 1,8."""
+    try:
+        numbers = [int(part) for part in _split(text)]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise SealError(f"{option} {text!r}: give whole numbers of at least 1, comma-separated, e.g. 1,8")
+    return numbers
 
 
 @bench_app.command("knowledge")

@@ -1,4 +1,5 @@
-"""`seal bench serve`: a real `seal serve` on loopback under a bounded load, idle and while adaptations train.
+"""`seal bench serve`: a real `seal serve` on loopback under a bounded load: throughput at several numbers of
+concurrent clients with and without batching, and latency while adaptations train and swap in.
 
 Each request streams a chat completion and records its time to first token, decode rate (tokens after the first
 per second), total time, the version that answered and the adaptation's status when it started. Requests are
@@ -139,61 +140,77 @@ def _percentile(values: list[float], share: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))], 3)
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], wall: float | None = None) -> dict:
+    """Counts and percentiles of a phase; with its wall time, the tokens/s all its clients received together."""
     good = [r for r in rows if r["ok"]]
     out = {"requests": len(rows), "failed": len(rows) - len(good)}
     for name in ("ttft", "decode_tps", "seconds"):
         values = [r[name] for r in good if r[name] is not None]
         out[name] = {"p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95)}
+    if wall:
+        out["aggregate_tps"] = round(sum(r["tokens"] for r in good) / wall, 1)
     return out
 
 
-def bench_serve(out: Path, model: str, requests: int, max_tokens: int, report: Callable[[str], None]) -> dict:
-    """Idle at 1 and 4 clients, then the same while an adaptation trains, then failures across its swap."""
+def bench_serve(out: Path, model: str, requests: int, max_tokens: int, clients: list[int], batches: list[int],
+                report: Callable[[str], None]) -> dict:
+    """Throughput at each number of concurrent clients under each `--max-batch` (1: one request decodes at a time),
+    each server idle; then, batched, the same while adaptations train and across their swaps."""
     out.mkdir(parents=True, exist_ok=True)
     documents = [write_doc(out, item) for item in packaged("invented_facts.json")[:2]]
+    phases: dict[str, list[dict]] = {}
+    walls: dict[str, float] = {}
+    jobs: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="seal-bench-serve-") as home:
-        server = ServerProcess(Path(home), secrets.token_hex(16), "--model", model)
-        jobs: dict[str, str] = {}
+        for max_batch in batches:
+            server = ServerProcess(Path(home), secrets.token_hex(16), "--model", model, "--max-batch", str(max_batch))
+            try:
+                drive(server, 1, lambda n: n < 1, max_tokens, lambda: "idle")  # warm-up, not counted
+                for count in clients:
+                    name = f"idle, {count} client(s), max batch {max_batch}"
+                    report(name)
+                    start = time.perf_counter()
+                    phases[name] = drive(server, count, lambda n, count=count: n < max(requests, 2 * count),
+                                         max_tokens, lambda: "idle")
+                    walls[name] = time.perf_counter() - start
+            finally:
+                server.stop()
+        server = ServerProcess(Path(home), secrets.token_hex(16), "--model", model, "--max-batch", str(max(batches)))
 
         def status() -> str:
             job = jobs.get("current")
             return server.get(f"/v1/adaptations/{job}").json()["status"] if job else "idle"
 
-        phases: dict[str, list[dict]] = {}
         try:
-            for clients in (1, 4):
-                report(f"idle, {clients} client(s): {requests} requests")
-                phases[f"idle, {clients} client(s)"] = drive(server, clients, lambda n: n < requests, max_tokens,
-                                                            status)
-            for clients, document in zip((1, 4), documents):
+            for count, document in zip((1, max(clients)), documents):
                 job = server.post("/v1/adaptations", files={"file": (document.name, document.read_bytes())}).json()
                 jobs["current"] = job["id"]
                 server.wait_for(job["id"], ("training", "checking", "committed", "rolled_back", "failed"))
-                report(f"adaptation {job['id']} training, {clients} client(s)")
-                rows = drive(server, clients, lambda n: status() == "training" or n < clients, max_tokens, status)
-                phases[f"training, {clients} client(s)"] = [r for r in rows if r["status_at_start"] == "training"]
-                report(f"until {job['id']} is swapped in, {clients} client(s)")
-                swap = drive(server, clients, lambda n: status() not in ("committed", "rolled_back", "failed"),
+                report(f"adaptation {job['id']} training, {count} client(s)")
+                rows = drive(server, count, lambda n: status() == "training" or n < count, max_tokens, status)
+                phases[f"training, {count} client(s)"] = [r for r in rows if r["status_at_start"] == "training"]
+                report(f"until {job['id']} is swapped in, {count} client(s)")
+                swap = drive(server, count, lambda n: status() not in ("committed", "rolled_back", "failed"),
                              max_tokens, status)
-                swap += drive(server, clients, lambda n: n < 2 * clients, max_tokens, status)
-                phases[f"across the swap, {clients} client(s)"] = rows + swap
-                jobs[f"adaptation {clients}"] = server.get(f"/v1/adaptations/{job['id']}").json()["status"]
+                swap += drive(server, count, lambda n: n < 2 * count, max_tokens, status)
+                phases[f"across the swap, {count} client(s)"] = rows + swap
+                jobs[f"adaptation {count}"] = server.get(f"/v1/adaptations/{job['id']}").json()["status"]
                 jobs.pop("current")
         finally:
             server.stop()
-    summary = {"model": model, "max_tokens": max_tokens, "requests_per_idle_phase": requests,
-               "adaptations": {k: v for k, v in jobs.items() if k != "current"},
-               "phases": {name: {**summarize(rows), "versions": sorted({r["version"] for r in rows})}
+    summary = {"model": model, "max_tokens": max_tokens, "requests_per_idle_phase": requests, "clients": clients,
+               "batches": batches, "adaptations": {k: v for k, v in jobs.items() if k != "current"},
+               "phases": {name: {**summarize(rows, walls.get(name)), "versions": sorted({r["version"] for r in rows})}
                           for name, rows in phases.items()}}
     (out / "serve.json").write_text(json.dumps({**summary, "requests": phases}, indent=2), encoding="utf-8")
     lines = [f"# seal serve under load ({model}, streamed chat, {max_tokens} tokens max)", "",
-             "| phase | requests | failed | time to first token p50 / p95 (s) | decode tokens/s p50 / p95 | "
-             "request p50 / p95 (s) | versions |", "|---|---|---|---|---|---|---|"]
+             "| phase | requests | failed | tokens/s, all clients | time to first token p50 / p95 (s) | "
+             "decode tokens/s per request p50 / p95 | request p50 / p95 (s) | versions |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, s in summary["phases"].items():
-        lines.append(f"| {name} | {s['requests']} | {s['failed']} | {s['ttft']['p50']} / {s['ttft']['p95']} | "
-                     f"{s['decode_tps']['p50']} / {s['decode_tps']['p95']} | {s['seconds']['p50']} / "
-                     f"{s['seconds']['p95']} | {', '.join(s['versions'])} |")
+        lines.append(f"| {name} | {s['requests']} | {s['failed']} | {s.get('aggregate_tps', '-')} | "
+                     f"{s['ttft']['p50']} / {s['ttft']['p95']} | {s['decode_tps']['p50']} / {s['decode_tps']['p95']} | "
+                     f"{s['seconds']['p50']} / {s['seconds']['p95']} | {', '.join(s['versions'])} |")
     lines += ["", "Adaptations: " + ", ".join(f"{k}: {v}" for k, v in summary["adaptations"].items())]
     (out / "serve.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
