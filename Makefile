@@ -50,7 +50,7 @@ bench: install
 	$(PY) scripts/policy_timing.py --data $(SQUAD) --out runs/policy-timing --executors in-process,ray \
 		--passages 4 --samples 2
 	$(SEAL) bench trials --data $(SQUAD) --out runs/bench-trials --passages 4 --samples 2 --repeats 2 --batch-sizes 1,8,16
-	$(SEAL) bench serve --out runs/bench-serve --requests 8
+	$(SEAL) bench serve --out runs/bench-serve --requests 16
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/continual-8 --mode continual --sequence 8 --arms gate,no-gate \
 		--conditions implications
 	$(SEAL) bench knowledge --data $(SQUAD) --out runs/spread-3 --passages 3 --conditions implications \

@@ -287,3 +287,44 @@ def test_a_bug_is_answered_as_a_counted_json_500(tmp_path, tiny_model_dir):
         assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
         assert "a bug" not in response.text and response.headers["X-Seal-Version"] == "v0"
         assert 'seal_requests_total{path="/v1/answers",status="500"} 1.0' in client.get("/metrics", headers=AUTH).text
+
+
+def test_a_client_leaving_mid_stream_frees_its_row(server):
+    body = {"model": "seal", "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 512,
+            "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ") and next(lines) == ""
+    # the connection is closed after the first chunk; the server notices and drops the request from the batch
+    deadline = time.time() + 30
+    while time.time() < deadline and 'seal_generations_total{finish="cancelled"} 1.0' not in server.get("/metrics").text:
+        time.sleep(0.2)
+    metrics = server.get("/metrics").text
+    assert 'seal_generations_total{finish="cancelled"} 1.0' in metrics and "seal_requests_decoding 0.0" in metrics
+
+
+def test_killed_mid_training_and_mid_stream_then_restarted_loses_nothing(tmp_path, tiny_model_dir, facts_file):
+    """kill -9 while an adaptation trains and a reply streams: the restarted server opens the store intact with every
+    committed version, reports the job interrupted, and goes on with the queue."""
+    home = tmp_path / "home"
+    assert learn(Store(home), [str(facts_file)], options(tiny_model_dir, **OPEN_GATE)).committed
+    first = Server(home, tiny_model_dir)
+    cut_short = first.post("/v1/adaptations", files={"file": ("a.md", DOC.encode())}).json()
+    waiting = first.post("/v1/adaptations", files={"file": ("b.md", DOC.encode())}).json()
+    first.wait_for(cut_short["id"], ("training",))
+    body = {"model": "seal", "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 512,
+            "stream": True}
+    with httpx.stream("POST", f"{first.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+        next(response.iter_lines())
+        first.process.kill()  # SIGKILL, mid-stream and mid-training
+        first.process.wait()
+    second = Server(home, tiny_model_dir)
+    try:
+        assert second.get(f"/v1/adaptations/{cut_short['id']}").json()["status"] == "interrupted"
+        assert second.wait_for(waiting["id"])["status"] in ("committed", "rolled_back")
+        versions = {v["id"]: v["status"] for v in second.get("/v1/versions").json()["data"]}
+        assert versions["v1"] == "committed" and all(s in ("base", "committed", "rolled_back") for s in versions.values())
+        assert not list((home / "versions").glob(".tmp-*"))  # the next writer swept what the kill left
+        assert second.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4}).status_code == 200
+    finally:
+        second.stop()

@@ -19,5 +19,8 @@ class Metrics:
         self.queued = Gauge("seal_adaptations_queued", "Adaptations waiting", registry=self.registry)
         self.version = Gauge("seal_current_version", "The version being served (1 for its label)", ["version"],
                              registry=self.registry)
+        self.generations = Counter("seal_generations", "Requests that ended decoding, by finish reason (cancelled: "
+                                   "the client went away)", ["finish"], registry=self.registry)
+        self.decoding = Gauge("seal_requests_decoding", "Requests in the decoding batch", registry=self.registry)
         self.batch = Histogram("seal_decode_batch_rows", "Requests decoding together, per step",
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)

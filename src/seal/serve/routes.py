@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -20,7 +20,6 @@ from seal.serve.errors import ApiError
 from seal.serve.jobs import Job
 from seal.serve.server import MODEL_ID, SealServer
 from seal.store import Version
-
 
 INT64 = 2**63
 MAX_FORM_PARTS = 1000

@@ -94,9 +94,11 @@ class _Batch:
 class Scheduler:
     """Owns every forward pass of serving: `submit` from any thread, a single decoding thread does the rest."""
 
-    def __init__(self, max_batch: int = 16, on_step: Callable[[int], None] | None = None):
+    def __init__(self, max_batch: int = 16, on_step: Callable[[int], None] | None = None,
+                 on_end: Callable[[str], None] | None = None):
         self.max_batch = max_batch
         self.on_step = on_step  # told each step's batch size (metrics)
+        self.on_end = on_end  # told how each request ended: stop, length, cancelled or error (metrics)
         self._waiting: list[Generation] = []
         self._batches: dict[int, _Batch] = {}  # id(LM) -> its batch
         self._wake = threading.Condition()
@@ -136,8 +138,7 @@ class Scheduler:
                 if self._stopped:
                     break
                 for gone in [g for g in self._waiting if g.cancelled.is_set()]:
-                    gone.finish_reason = "cancelled"
-                    gone._out.put(_END)
+                    self._end(gone, "cancelled")
                 self._waiting = [g for g in self._waiting if not g.cancelled.is_set()]
                 room = self.max_batch - sum(len(batch.rows) for batch in self._batches.values())
                 joining, self._waiting = self._waiting[:room], self._waiting[room:]
@@ -162,6 +163,8 @@ class Scheduler:
         except Exception as error:  # noqa: BLE001 - handed to each request's reader
             for row in {id(r): r for r in [*batch.rows, *rows]}.values():
                 row._fail(error)
+                if self.on_end is not None:
+                    self.on_end("error")
             batch.rows = []
         if not batch.rows:
             del self._batches[key]
@@ -215,10 +218,11 @@ class Scheduler:
         stop_ids = {tok.eos_token_id, tok.pad_token_id}
         for row, token in zip(rows, tokens.tolist()):
             if row.cancelled.is_set():
-                row.finish_reason = "cancelled"
-                row._out.put(_END)
+                self._end(row, "cancelled")
             else:
                 row._emit(token, stop_ids)
+                if row.finish_reason is not None and self.on_end is not None:
+                    self.on_end(row.finish_reason)
         keep = [i for i, row in enumerate(batch.rows) if row.finish_reason is None]
         if len(keep) == len(batch.rows):
             return
@@ -231,6 +235,12 @@ class Scheduler:
         batch.mask, batch.last = mask[:, start:], batch.last[index]
         batch.cache = DynamicCache(ddp_cache_data=[(layer.keys[index, :, start:], layer.values[index, :, start:])
                                                    for layer in batch.cache.layers])
+
+    def _end(self, row: Generation, reason: str) -> None:
+        row.finish_reason = reason
+        row._out.put(_END)
+        if self.on_end is not None:
+            self.on_end(reason)
 
 
 def _adapters(rows: list[Generation]) -> dict:

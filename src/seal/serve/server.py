@@ -65,7 +65,9 @@ class SealServer:
         self.base: LM | None = None  # the base model that earlier versions are put on to be asked (`reading`)
         self.read_lock = threading.Lock()
         self.metrics.version.labels(version).set(1)
-        self.scheduler = Scheduler(config.max_batch, on_step=self.metrics.batch.observe)
+        self.scheduler = Scheduler(config.max_batch, on_step=self.metrics.batch.observe,
+                                   on_end=lambda finish: self.metrics.generations.labels(finish).inc())
+        self.metrics.decoding.set_function(lambda: self.scheduler.in_flight)
         self.threads = [threading.Thread(target=self.worker.run, name="seal-adapt", daemon=True)]
         if config.watch is not None:
             config.watch.mkdir(parents=True, exist_ok=True)
