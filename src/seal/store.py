@@ -139,8 +139,13 @@ class _Connection:
 
 
 class _Rows(list):
+    """A statement's rows, read whole; `fetchone` and `fetchall` as a cursor has them."""
+
     def fetchone(self) -> tuple | None:
         return self[0] if self else None
+
+    def fetchall(self) -> list[tuple]:
+        return list(self)
 
 
 class Store:

@@ -126,10 +126,6 @@ class Scheduler:
             self._wake.notify()
         return generation
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -150,9 +146,8 @@ class Scheduler:
             for key, batch in list(self._batches.items()):
                 self._guarded(key, batch.lm, self._step, batch.rows)
             self.in_flight = sum(len(batch.rows) for batch in self._batches.values())
-        for batch in self._batches.values():
-            for row in batch.rows:
-                row._fail(SealError("the server is shutting down"))
+        for row in [*self._waiting, *(row for batch in self._batches.values() for row in batch.rows)]:
+            row._fail(SealError("the server is shutting down"))
 
     def _guarded(self, key: int, lm: LM, work: Callable[[_Batch], None], rows: list[Generation]) -> None:
         """Run `work` on the model's batch; a failure ends that batch's requests (and these `rows`) with the error
