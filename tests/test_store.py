@@ -1,3 +1,4 @@
+import errno
 import os
 import signal
 import subprocess
@@ -179,3 +180,17 @@ def test_kill_9_never_leaves_a_half_version(tmp_path):
         referenced = {v.adapter_dir for v in Store(home).history() if v.adapter_dir}
         assert {p.name for p in (home / "versions").iterdir()} == referenced
     assert counts == sorted(counts) and counts[-1] > 0
+
+
+def test_a_full_disk_while_the_adapter_is_written_commits_nothing(tmp_path):
+    store = Store(tmp_path)
+    commit(store)
+
+    def full(folder):
+        (folder / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SealError, match="No space left on device; nothing was committed"):
+        store.stage_adapter(full)
+    assert [v.id for v in store.history()] == ["v0", "v1"] and store.current_id() == "v1"
+    assert not list(store.adapters.glob(".tmp-*"))

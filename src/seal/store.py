@@ -330,9 +330,14 @@ class Store:
         """
         name = uuid.uuid4().hex
         staging = self.adapters / f".tmp-{name}"
-        staging.mkdir()
-        save(staging)
-        _fsync_tree(staging)
+        try:
+            staging.mkdir()
+            save(staging)
+            _fsync_tree(staging)
+        except OSError as err:  # a full disk, above all: the version is not recorded, the current one stays
+            shutil.rmtree(staging, ignore_errors=True)
+            raise SealError(f"cannot write the new version's adapter in {self.adapters}: {err.strerror or err}; "
+                            "nothing was committed") from err
         return name
 
     def record(self, version: Version, self_edits: list[SelfEditRecord], probes: list[ProbeRecord],

@@ -52,9 +52,11 @@ def _safe_name(name: str) -> str:
 
 
 class JobQueue:
+    """The jobs table, beside the versions in the store's SQLite file (its own table, created on first use)."""
+
     def __init__(self, store: Store, config: ServeConfig):
-        self.store, self.config = store, config
-        store.db.executescript(SCHEMA)
+        self.store, self.db, self.config = store, store.db, config
+        self.db.executescript(SCHEMA)
 
     def _job(self, row: tuple) -> Job:
         (jid, _seq, status, origin, created, updated, documents, inbox, version, reason, report) = row
@@ -62,44 +64,44 @@ class JobQueue:
                    json.loads(report))
 
     def job(self, job_id: str) -> Job | None:
-        row = self.store.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._job(row) if row else None
 
     def jobs(self, statuses: tuple[str, ...] | None = None) -> list[Job]:
         if statuses is None:
-            rows = self.store.db.execute("SELECT * FROM jobs ORDER BY seq")
+            rows = self.db.execute("SELECT * FROM jobs ORDER BY seq")
         else:
-            rows = self.store.db.execute(f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(statuses))}) "
+            rows = self.db.execute(f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(statuses))}) "
                                    "ORDER BY seq", statuses)
         return [self._job(row) for row in rows]
 
     def from_inbox(self, inbox_path: str, sha256: str) -> Job | None:
         """The job already recorded for this inbox file with this content, if any."""
-        rows = self.store.db.execute("SELECT * FROM jobs WHERE inbox_path = ? ORDER BY seq", (inbox_path,))
+        rows = self.db.execute("SELECT * FROM jobs WHERE inbox_path = ? ORDER BY seq", (inbox_path,))
         return next((job for job in map(self._job, rows) if job.documents and job.documents[0]["sha256"] == sha256),
                     None)
 
-    def add(self, origin: str, documents: list[dict], inbox_path: str | None = None,
-                status: str = "queued", reason: str = "") -> Job:
+    def add(self, origin: str, documents: list[dict], inbox_path: str | None = None, status: str = "queued",
+            reason: str = "") -> Job:
         with self.store.transaction():
-            seq = self.store.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             stamp = now()
-            self.store.db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}')",
+            self.db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}')",
                             (f"a{seq}", seq, status, origin, stamp, stamp, json.dumps(documents), inbox_path, reason))
         return self.job(f"a{seq}")
 
     def claim(self) -> Job | None:
         """Take the oldest queued job (it becomes `generating`), or None."""
         with self.store.transaction():
-            row = self.store.db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            row = self.db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
             if row:
-                self.store.db.execute("UPDATE jobs SET status = 'generating', updated_at = ? WHERE id = ?", (now(), row[0]))
+                self.db.execute("UPDATE jobs SET status = 'generating', updated_at = ? WHERE id = ?", (now(), row[0]))
         return self.job(row[0]) if row else None
 
     def update(self, job_id: str, status: str, version: str | None = None, reason: str = "",
                    report: dict | None = None) -> None:
         with self.store.transaction():
-            self.store.db.execute("UPDATE jobs SET status = ?, updated_at = ?, version = COALESCE(?, version), "
+            self.db.execute("UPDATE jobs SET status = ?, updated_at = ?, version = COALESCE(?, version), "
                             "reason = ?, report = ? WHERE id = ?",
                             (status, now(), version, reason, json.dumps(report or {}), job_id))
 
@@ -108,11 +110,11 @@ class JobQueue:
         stale = self.jobs(RUNNING)
         for job in stale:
             self.update(job.id, "interrupted", reason=f"the server stopped while this job was {job.status}; "
-                            "nothing was committed; submit the document again")
+                        "nothing was committed; submit the document again")
         return [self.job(j.id) for j in stale]
 
     def submit(self, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
-        """Validate documents, keep a copy under $SEAL_HOME/uploads, and record the job; raises ApiError on bad input."""
+        """Check the documents, keep a copy under $SEAL_HOME/uploads, and record the job; ApiError on bad input."""
         if not files:
             raise ApiError(400, "no document: send one or more files as multipart field 'file'", code="no_file")
         if len(files) > self.config.max_files:
@@ -139,5 +141,4 @@ class JobQueue:
             path = folder / _safe_name(name)
             path.write_bytes(raw)
             documents.append({"name": name, "path": str(path), "sha256": sha256})
-        job = self.add(origin, documents, inbox_path)
-        return job
+        return self.add(origin, documents, inbox_path)

@@ -163,7 +163,7 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
 
     @app.post("/v1/adaptations", status_code=202)
     async def adapt(request: Request) -> dict:
-        # The body's size is bounded before this runs (`app.guard`); the documents are counted by `JobQueue.submit`, which
+        # The body's size is bounded before this runs (`app.Guard`); `JobQueue.submit` counts the documents and
         # names the limit, so the form parser's own count (and its message) stays out of the way.
         form = await request.form(max_files=MAX_FORM_PARTS, max_fields=16)
         files = []
