@@ -44,7 +44,8 @@ class Generation:
         self.generator = torch.Generator(device=lm.device)
         self.generator.manual_seed(sampling.seed if sampling.seed is not None else secrets.randbits(63))
         self.tokens: list[int] = []
-        self.finish_reason: str | None = None  # "stop" (end of sequence) or "length" (max_tokens reached)
+        # "stop" (end of sequence), "length" (max_tokens reached) or "cancelled" (given up); None while it runs
+        self.finish_reason: str | None = None
         self.submitted = time.perf_counter()
         self.cancelled = threading.Event()
         self._out: queue.SimpleQueue = queue.SimpleQueue()
@@ -67,14 +68,16 @@ class Generation:
     def _emit(self, token: int, stop_ids: set[int]) -> None:
         """Take one sampled token; `finish_reason` is set when the request has ended with it."""
         if token in stop_ids:
-            self.finish_reason = "stop"
-        else:
-            self.tokens.append(token)
-            self._out.put(token)
-            if len(self.tokens) >= self.sampling.max_tokens:
-                self.finish_reason = "length"
-        if self.finish_reason:
-            self._out.put(_END)
+            self._end("stop")
+            return
+        self.tokens.append(token)
+        self._out.put(token)
+        if len(self.tokens) >= self.sampling.max_tokens:
+            self._end("length")
+
+    def _end(self, reason: str) -> None:
+        self.finish_reason = reason
+        self._out.put(_END)
 
     def _fail(self, error: BaseException) -> None:
         self._out.put(error)
@@ -232,8 +235,7 @@ class Scheduler:
                                                    for layer in batch.cache.layers])
 
     def _end(self, row: Generation, reason: str) -> None:
-        row.finish_reason = reason
-        row._out.put(_END)
+        row._end(reason)
         if self.on_end is not None:
             self.on_end(reason)
 

@@ -56,7 +56,7 @@ class SealServer:
         self.metrics.queued.set_function(lambda: len(self.queue.jobs(("queued",))))  # read when scraped
         options = dataclasses.replace(config.learn, model=self.model_name, device=config.device)
         self.worker = AdaptationWorker(store, self.queue, options, self.metrics, self.stop, self.serve_current,
-                                       self.serve_current, config.watch, config.watch_interval)
+                                       config.watch, config.watch_interval)
         for job in self.queue.interrupt_running():
             self.metrics.adaptations.labels("interrupted").inc()
             self.worker.file_inbox(job)

@@ -43,19 +43,19 @@ class AdaptationWorker:
     """`run` and `watch_inbox` are the bodies of the server's two background threads."""
 
     def __init__(self, store: Store, queue: JobQueue, options: LearnOptions, metrics: Metrics, stop: threading.Event,
-                 on_commit: Callable[[], None], on_idle: Callable[[], None], watch: Path | None = None,
-                 watch_interval: float = 2.0):
+                 serve_current: Callable[[], None], watch: Path | None = None, watch_interval: float = 2.0):
         self.store, self.queue, self.options, self.metrics, self.stop = store, queue, options, metrics, stop
-        self.on_commit, self.on_idle = on_commit, on_idle  # serve the committed version; look for outside changes
+        # Serves the store's current version: after a commit, and when idle, one another process made current.
+        self.serve_current = serve_current
         self.watch, self.watch_interval = watch, watch_interval
         self.live: Live | None = None  # the adaptation being run; replaced whole, read by request threads
 
     def run(self) -> None:
-        """Adapt to queued jobs one at a time until stopped; between jobs, `on_idle`."""
+        """Adapt to queued jobs one at a time until stopped; between jobs, serve what another process made current."""
         while not self.stop.is_set():
             job = self.queue.claim()
             if job is None:
-                self.on_idle()
+                self.serve_current()
                 self.stop.wait(0.5)
                 continue
             self._adapt(job)
@@ -84,7 +84,7 @@ class AdaptationWorker:
             result = learn(self.store, [d["path"] for d in job.documents], self.options, progress)
             outcome = "committed" if result.committed else "rolled_back"
             if result.committed:
-                self.on_commit()  # before the job says committed: a client that sees it gets it
+                self.serve_current()  # before the job says committed: a client that sees it gets it
             self.queue.update(job.id, outcome, result.version, result.reason, result.report)
             self.metrics.adaptations.labels(outcome).inc()
         except SealError as err:
@@ -126,7 +126,7 @@ class AdaptationWorker:
                 if err.status == 429:
                     return  # the queue is full: the file waits in the inbox
                 job = self.queue.add("inbox", [{"name": path.name, "path": str(path), "sha256": sha256_of(raw)}],
-                                    str(path), status="failed", reason=err.message)
+                                     str(path), status="failed", reason=err.message)
                 self.metrics.adaptations.labels("failed").inc()
                 self.file_inbox(job)
 
