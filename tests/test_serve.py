@@ -56,7 +56,7 @@ def test_openai_client_chat_streaming_completions_and_models(server):
     assert completion.object == "text_completion" and len(completion.choices) == 2
     metrics = server.get("/metrics").text
     assert 'seal_requests_total{path="/v1/chat/completions",status="200"} 3.0' in metrics
-    assert 'seal_current_version{version="v0"} 1.0' in metrics
+    assert 'seal_current_version{model="seal",version="v0"} 1.0' in metrics
 
 
 def test_reads_and_writes_need_the_key(server):

@@ -27,6 +27,7 @@ from seal.errors import SealError
 from seal.routing import lineage_modules, lineage_of
 from seal.runs import RunFolder
 from seal.store import Store, seal_home
+from seal.tenants import add_tenant, model_id, new_key, open_tenant, tenant_names
 
 # Commands that only read the store (history, show, rollback) import nothing heavy: torch, transformers and
 # matplotlib load inside the commands that use them.
@@ -36,6 +37,9 @@ app = typer.Typer(help="seal: a language model that adapts itself to your docume
 bench_app = typer.Typer(help="Benchmarks on the embedded model; results go to files the README quotes.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+tenant_app = typer.Typer(help="Tenants: lineages of their own over the shared base model, each with its own API key.",
+                         no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 VerboseFlag = Annotated[bool, typer.Option("--verbose", help="Show the libraries' own warnings and progress bars "
@@ -60,6 +64,8 @@ def quiet_libraries() -> None:
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TenantOption = Annotated[Optional[str], typer.Option(help="Whose lineage: a tenant made with `seal tenant add` "
+                                                     "(default: the default tenant, $SEAL_HOME's own).")]
 ModelOption = Annotated[Optional[str], typer.Option(help="Base model: a local directory or hub id (default: the "
                                                          "store's model, else the embedded SmolLM2-135M).")]
 
@@ -81,8 +87,8 @@ def friendly(command):
     return wrapper
 
 
-def open_store() -> Store:
-    return Store(seal_home())
+def open_store(tenant: str | None = None) -> Store:
+    return open_tenant(seal_home(), tenant)
 
 
 def use_policy(options: LearnOptions, policy: str | None, strategy: str | None) -> None:
@@ -175,12 +181,13 @@ def learn(
     seed: Annotated[int, typer.Option()] = 0,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    tenant: TenantOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Adapt the model to new material: self-edits, evaluator, LoRA update, checks, new version."""
     from seal.learn import learn as run_learn
 
-    store = open_store()
+    store = open_store(tenant)
     options = LearnOptions(model=model_for(store, model), device=device, probe_file=probe_file,
                            safety_rules=safety_rules, max_passages=max_passages,
                            allow_contradiction=allow_contradiction)
@@ -229,13 +236,14 @@ def ask(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
+    tenant: TenantOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Answer a question from the current version's weights (no retrieval)."""
     from seal.learn import ask as run_ask
 
     with err.status("thinking"):
-        store = open_store()
+        store = open_store(tenant)
         vid, answer = run_ask(store, question, model_for(store, model), device, max_new_tokens, version)
     if as_json:
         out.print_json(json.dumps({"version": vid, "question": question, "answer": answer}))
@@ -251,13 +259,14 @@ def blame(
     evidence: Annotated[int, typer.Option(min=0, help="Self-edits shown for each change.")] = 3,
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
+    tenant: TenantOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Which version changed the answer to a question: each version of the current lineage answers it, and where
     the answer changed, the version's documents and the self-edits it trained on that hold the new answer."""
     from seal.blame import blame as run_blame
 
-    store = open_store()
+    store = open_store(tenant)
     with err.status("asking every version"):
         steps = run_blame(store, question, model_for(store, model), device, max_new_tokens, evidence)
     if as_json:
@@ -285,13 +294,14 @@ def chat(
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    tenant: TenantOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Talk to the current version; replies stream as they are generated. Empty line or Ctrl-D ends."""
     from seal import model as lm_ops
     from seal.learn import load_version
 
-    store = open_store()
+    store = open_store(tenant)
     with err.status("loading"):
         lm, vid = load_version(store, model_for(store, model), device)
     err.print(f"seal chat on {vid} (empty line to quit)")
@@ -327,11 +337,11 @@ def short_time(stamp: str) -> str:
 @app.command()
 @friendly
 def history(as_json: JsonFlag = False,
-            wide: Annotated[bool, typer.Option("--wide", help="Full sources and reasons, one line each.")] = False
-            ) -> None:
+            wide: Annotated[bool, typer.Option("--wide", help="Full sources and reasons, one line each.")] = False,
+            tenant: TenantOption = None) -> None:
     """Every version and failed attempt: id, parent, status, self-edits kept/rejected, time, sources, and why an
     update was rolled back."""
-    store = open_store()
+    store = open_store(tenant)
     versions, current = store.history(), store.current_id()
     if as_json:
         out.print_json(json.dumps({"current": current, "versions": [asdict(v) for v in versions]}))
@@ -364,10 +374,11 @@ def history(as_json: JsonFlag = False,
 
 @app.command()
 @friendly
-def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")], as_json: JsonFlag = False) -> None:
+def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")], as_json: JsonFlag = False,
+         tenant: TenantOption = None) -> None:
     """Everything about one version: sources, training, every check against its threshold, every self-edit with
     its score and the evaluator's reason, whole."""
-    store = open_store()
+    store = open_store(tenant)
     record = store.get(version)
     edits, probes = store.self_edits(version), store.probes(version)
     if as_json:
@@ -441,9 +452,9 @@ def number(value: object) -> str:
 @app.command()
 @friendly
 def rollback(version: Annotated[str, typer.Argument(help="The version to make current (v0 is the base model).")],
-             as_json: JsonFlag = False) -> None:
+             as_json: JsonFlag = False, tenant: TenantOption = None) -> None:
     """Make an earlier version current again. Nothing is deleted; `seal history` still lists everything."""
-    store = open_store()
+    store = open_store(tenant)
     with store.writer():
         previous = store.current_id()
         store.set_current(version)
@@ -466,13 +477,14 @@ def export(
     module: Annotated[Optional[str], typer.Option(help="merged, gguf: the module to fold in (default: the "
                                                        "version's own).")] = None,
     force: Annotated[bool, typer.Option(help="Replace what is in --out.")] = False,
+    tenant: TenantOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Take a version out of seal, with a model card (base model, lineage, sources, check results)."""
     from seal.export import export as run_export
 
     with err.status(f"exporting {version}"):
-        done = run_export(open_store(), version, fmt, out_dir, module, force)
+        done = run_export(open_store(tenant), version, fmt, out_dir, module, force)
     if as_json:
         out.print_json(json.dumps(asdict(done)))
     else:
@@ -551,6 +563,51 @@ def train_policy(
     out.print(f"policy: {summary['rounds'][-1]['checkpoint']}  (stats.json, rounds.png in {out_dir})")
 
 
+@tenant_app.command("add")
+@friendly
+def tenant_add(name: Annotated[str, typer.Argument(help="Lower-case letters and digits, words joined by '-'.")],
+               as_json: JsonFlag = False) -> None:
+    """Make a tenant: its store, and its API key, shown this once (seal keeps only a digest of it)."""
+    key = add_tenant(seal_home(), name)
+    if as_json:
+        out.print_json(json.dumps({"tenant": name, "model": model_id(name), "api_key": key}))
+    else:
+        out.print(f"tenant {name}: model {model_id(name)}, API key {key}\n"
+                  "[dim]keep the key: it is not shown again (`seal tenant key` makes a new one)[/dim]", highlight=False)
+
+
+@tenant_app.command("key")
+@friendly
+def tenant_key(name: Annotated[str, typer.Argument(help="The tenant.")], as_json: JsonFlag = False) -> None:
+    """Give a tenant a new API key; its old key stops working at once, also on a running server."""
+    key = new_key(open_store(name))
+    if as_json:
+        out.print_json(json.dumps({"tenant": name, "api_key": key}))
+    else:
+        out.print(f"tenant {name}: new API key {key}", highlight=False)
+
+
+@tenant_app.command("list")
+@friendly
+def tenant_list(as_json: JsonFlag = False) -> None:
+    """Every tenant, with its current version and how many versions it has."""
+    rows = []
+    for name in tenant_names(seal_home()):
+        store = open_store(name)
+        rows.append({"tenant": name, "model": model_id(name), "current": store.current_id(),
+                     "versions": sum(v.status == "committed" for v in store.history())})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        out.print("no tenants yet: `seal tenant add NAME` makes one")
+        return
+    table = Table("tenant", "model", "current", "versions")
+    for row in rows:
+        table.add_row(row["tenant"], row["model"], row["current"], str(row["versions"]))
+    out.print(table)
+
+
 @app.command()
 @friendly
 def serve(
@@ -565,6 +622,7 @@ def serve(
     max_files: Annotated[int, typer.Option(min=1, help="Documents per adaptation.")] = 8,
     max_batch: Annotated[int, typer.Option(min=1, help="Requests decoding together (continuous batching); 1 "
                                                        "decodes one request at a time.")] = ServeConfig.max_batch,
+    adaptations: Annotated[int, typer.Option(min=1, help="Adaptations trained at once, across tenants.")] = ServeConfig.adaptations,
     runs: Annotated[Optional[Path], typer.Option(help="Benchmark run folders the console's Benchmarks page shows.")] = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option()] = "auto",
@@ -590,13 +648,14 @@ def serve(
     use_policy(options, policy, None)
     config = ServeConfig(home=store.home, api_key=key, model=model_for(store, model), device=device,
                          public_read=public_read, watch=watch, max_upload_bytes=max_upload_bytes,
-                         max_files=max_files, max_batch=max_batch, runs=runs, learn=options)
+                         max_files=max_files, max_batch=max_batch, adaptations=adaptations, runs=runs,
+                         learn=options)
     with err.status("loading the current version"):
         application = create_app(config)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it can chat"
                   + ("" if not public_read else " without a key"))
-    served = {"version": application.state.server.served.version, "url": f"http://{host}:{port}/v1",
+    served = {"version": application.state.server.default.served.version, "url": f"http://{host}:{port}/v1",
               "console": f"http://{host}:{port}/"}
     if as_json:
         out.print_json(json.dumps(served))

@@ -145,6 +145,7 @@ class ServeConfig:
     max_queued: int = 32
     max_tokens: int = 512  # the most a request may ask to generate
     max_batch: int = 16  # requests decoding together; more wait for a free row
+    adaptations: int = 1  # adaptations trained at once, across tenants (each is a training run of its own)
     max_body_bytes: int = 1 << 20  # a JSON request (uploads have their own limit: max_files x max_upload_bytes)
     runs: Path | None = None  # benchmark and training run folders the console shows
     learn: LearnOptions = field(default_factory=LearnOptions)

@@ -59,10 +59,11 @@ class ServerProcess:
         return httpx.post(self.url + path, headers=kwargs.pop("headers", self.headers), timeout=60, **kwargs)
 
     def wait_for(self, job_id: str, statuses: tuple[str, ...] = ("committed", "rolled_back", "failed", "interrupted"),
-                 timeout: float = 900) -> dict:
+                 timeout: float = 900, model: str | None = None) -> dict:
+        """The adaptation `job_id` (of the tenant `model`, default the default tenant) once it reaches `statuses`."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            job = self.get(f"/v1/adaptations/{job_id}").json()
+            job = self.get(f"/v1/adaptations/{job_id}", params={"model": model} if model else None).json()
             if job["status"] in statuses:
                 return job
             time.sleep(0.3)

@@ -34,9 +34,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        server.scheduler.start()
-        for thread in server.threads:
-            thread.start()
+        server.start()
         yield
         server.stop.set()
         server.scheduler.stop()
@@ -83,7 +81,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         path = getattr(route, "path", "unmatched")
         server.metrics.requests.labels(path, str(response.status_code)).inc()
         server.metrics.latency.labels(path).observe(time.perf_counter() - start)
-        response.headers.setdefault("X-Seal-Version", server.served.version)  # chat sets its own request's
+        # chat sets its own request's version; other routes of a tenant leave it in the request's state
+        response.headers.setdefault("X-Seal-Version", getattr(request.state, "version",
+                                                              server.default.served.version))
         return response
 
     add_api_routes(app, server)
@@ -121,7 +121,9 @@ class Guard:
         limit = config.max_files * config.max_upload_bytes + 65536 if write else config.max_body_bytes
         try:
             if PROTECTED.match(path):
-                self.server.authorize(headers.get("authorization", ""), write)
+                caller = self.server.caller(headers.get("authorization", ""))
+                self.server.permit(caller, path, write)
+                scope.setdefault("state", {})["caller"] = caller  # read by the routes as request.state.caller
             declared = int(headers.get("content-length") or 0)
         except ApiError as err:
             return await _error_response(err.status, err.message, err.kind, err.code)(scope, receive, send)

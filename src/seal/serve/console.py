@@ -75,7 +75,7 @@ def add_console_routes(app: FastAPI, server: SealServer) -> Callable[[int], HTML
 
     @app.get("/versions/{version_id}", include_in_schema=False)
     def version_page(version_id: str) -> HTMLResponse:
-        return page(200 if server.store.find(version_id) is not None else 404)
+        return page(200 if server.default.store.find(version_id) is not None else 404)
 
     @app.get("/benchmarks/{name:path}", include_in_schema=False)
     def run_page(name: str) -> HTMLResponse:

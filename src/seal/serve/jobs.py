@@ -1,5 +1,5 @@
 """The adaptation queue of `seal serve`: jobs kept in the store's SQLite file (a restart loses none), and the
-uploads they learn from, checked and kept under $SEAL_HOME/uploads.
+uploads they learn from, checked and kept in the store's folder under uploads/ (each tenant's in its own store).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class JobQueue:
         return [self.job(j.id) for j in stale]
 
     def submit(self, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
-        """Check the documents, keep a copy under $SEAL_HOME/uploads, and record the job; ApiError on bad input."""
+        """Check the documents, keep a copy under the store's uploads/, and record the job; ApiError on bad input."""
         if not files:
             raise ApiError(400, "no document: send one or more files as multipart field 'file'", code="no_file")
         if len(files) > self.config.max_files:
@@ -134,7 +134,7 @@ class JobQueue:
                 raise ApiError(415, str(err), code="not_text") from None
             except SealError as err:
                 raise ApiError(400, str(err), code="bad_document") from None
-        folder = self.config.home / "uploads" / uuid.uuid4().hex
+        folder = self.store.home / "uploads" / uuid.uuid4().hex
         folder.mkdir(parents=True)
         documents = []
         for (name, raw), sha256 in zip(files, hashes):

@@ -17,8 +17,8 @@ class Metrics:
         self.tokens = Counter("seal_tokens", "Tokens processed", ["kind"], registry=self.registry)
         self.adaptations = Counter("seal_adaptations", "Finished adaptations", ["outcome"], registry=self.registry)
         self.queued = Gauge("seal_adaptations_queued", "Adaptations waiting", registry=self.registry)
-        self.version = Gauge("seal_current_version", "The version being served (1 for its label)", ["version"],
-                             registry=self.registry)
+        self.version = Gauge("seal_current_version", "The version each tenant's model serves (1 for its labels)",
+                             ["model", "version"], registry=self.registry)
         self.generations = Counter("seal_generations", "Requests that ended decoding, by finish reason (cancelled: "
                                    "the client went away)", ["finish"], registry=self.registry)
         self.decoding = Gauge("seal_requests_decoding", "Requests in the decoding batch", registry=self.registry)

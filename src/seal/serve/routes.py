@@ -1,4 +1,8 @@
-"""The API of `seal serve` under /v1: OpenAI's chat and completions, adaptations, versions; /health, /metrics."""
+"""The API of `seal serve` under /v1: OpenAI's chat and completions, adaptations, versions; /health, /metrics.
+
+Each request is for one tenant: the `model` of chat and completions (`seal`, `seal:NAME`), the `model` query
+parameter of the other routes; without it, the key's own tenant (the default one for the server's key).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from seal.blame import blame
 from seal.errors import Busy, NotCommitted
 from seal.serve.errors import ApiError
 from seal.serve.jobs import Job
-from seal.serve.server import MODEL_ID, SealServer
+from seal.serve.server import ANONYMOUS, SealServer, Tenant
 from seal.store import Version
 
 INT64 = 2**63
@@ -35,7 +39,7 @@ class Sampled(BaseModel):
     """What chat and completions share, bounded as OpenAI bounds it."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = MODEL_ID
+    model: str | None = None  # None: the key's own tenant
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     seed: int | None = Field(None, ge=-INT64, lt=INT64)
@@ -73,12 +77,6 @@ def _text(content: str | list[dict] | None) -> str:
     return content or ""
 
 
-def _served_model(name: str) -> None:
-    if name != MODEL_ID:
-        raise ApiError(404, f"the model {name!r} does not exist; this server serves {MODEL_ID!r}",
-                       code="model_not_found")
-
-
 def public_sources(sources: list[dict]) -> list[dict]:
     """A version's documents as API readers see them: by file name, never by a path on the server."""
     return [{**source, "source": Path(source.get("source") or "").name} for source in sources]
@@ -103,23 +101,30 @@ def _summary(version: Version) -> dict:
 
 
 def add_api_routes(app: FastAPI, server: SealServer) -> None:
+    def tenant_of(request: Request, model: str | None) -> Tenant:
+        """The tenant a request is for, as its key may use it (`app.Guard` found who the key belongs to)."""
+        tenant = server.tenant(getattr(request.state, "caller", ANONYMOUS), model)
+        request.state.version = tenant.served.version  # the reply's X-Seal-Version
+        return tenant
+
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "version": server.served.version, "model": server.model_name}
+        return {"status": "ok", "version": server.default.served.version, "model": server.model_name}
 
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
-    def models() -> dict:
-        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "seal",
-                                            "version": server.served.version}]}
+    def models(request: Request) -> dict:
+        """The tenants this key may use, each with the version it serves."""
+        caller = getattr(request.state, "caller", ANONYMOUS)
+        return {"object": "list", "data": [{"id": t.model, "object": "model", "created": 0, "owned_by": "seal",
+                                            "version": t.served.version} for t in server.visible(caller)]}
 
     @app.post("/v1/chat/completions")
-    def chat(body: ChatRequest):
-        _served_model(body.model)
-        served = server.served  # this request's version, whatever is swapped in meanwhile
+    def chat(body: ChatRequest, request: Request):
+        served = tenant_of(request, body.model).served  # this request's version, whatever is swapped in meanwhile
         if not body.messages:
             raise ApiError(400, "messages must not be empty", code="empty_messages")
         prompt = served.lm.chat_prompt([{"role": "system" if m.role == "developer" else m.role,
@@ -133,7 +138,7 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
                                      media_type="text/event-stream", headers={"X-Seal-Version": served.version})
         text, prompt_tokens, produced, finish = server.complete([generation])[0]
         return JSONResponse({
-            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": MODEL_ID,
+            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": served.model,
             "system_fingerprint": served.version,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": finish}],
@@ -141,11 +146,10 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
                       "total_tokens": prompt_tokens + produced}}, headers={"X-Seal-Version": served.version})
 
     @app.post("/v1/completions")
-    def completions(body: CompletionRequest):
-        _served_model(body.model)
+    def completions(body: CompletionRequest, request: Request):
+        served = tenant_of(request, body.model).served
         if body.stream:
             raise ApiError(400, "stream is supported on /v1/chat/completions only", code="stream_unsupported")
-        served = server.served
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or len(prompts) > 16:
             raise ApiError(400, "prompt must be a string or a list of 1 to 16 strings", code="invalid_prompt")
@@ -155,14 +159,15 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
         results = server.complete(generations)
         return JSONResponse({
             "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": MODEL_ID, "system_fingerprint": served.version,
+            "model": served.model, "system_fingerprint": served.version,
             "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}
                         for i, (text, _, _, finish) in enumerate(results)],
             "usage": {"prompt_tokens": sum(r[1] for r in results), "completion_tokens": sum(r[2] for r in results),
                       "total_tokens": sum(r[1] + r[2] for r in results)}}, headers={"X-Seal-Version": served.version})
 
     @app.post("/v1/adaptations", status_code=202)
-    async def adapt(request: Request) -> dict:
+    async def adapt(request: Request, model: str | None = None) -> dict:
+        tenant = tenant_of(request, model)
         # The body's size is bounded before this runs (`app.Guard`); `JobQueue.submit` counts the documents and
         # names the limit, so the form parser's own count (and its message) stays out of the way.
         form = await request.form(max_files=MAX_FORM_PARTS, max_fields=16)
@@ -171,33 +176,37 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
             if name == "file" and isinstance(upload, UploadFile):
                 raw = await upload.read(server.config.max_upload_bytes + 1)  # one byte more tells an oversize file
                 files.append((upload.filename or "document.md", raw))
-        return public_job(server.queue.submit(files, "api"))
+        return public_job(tenant.queue.submit(files, "api"))
 
     @app.get("/v1/adaptations")
-    def list_adaptations() -> dict:
+    def list_adaptations(request: Request, model: str | None = None) -> dict:
+        tenant = tenant_of(request, model)
         return {"object": "list",
-                "data": [{**public_job(j), "progress": server.worker.progress(j.id)} for j in server.queue.jobs()]}
+                "data": [{**public_job(j), "progress": tenant.worker.progress(j.id)} for j in tenant.queue.jobs()]}
 
     @app.get("/v1/adaptations/{job_id}")
-    def get_adaptation(job_id: str) -> dict:
+    def get_adaptation(job_id: str, request: Request, model: str | None = None) -> dict:
         """The job, with `progress` while it runs: its stages so far, steps done of total, the training losses."""
-        job = server.queue.job(job_id)
+        tenant = tenant_of(request, model)
+        job = tenant.queue.job(job_id)
         if job is None:
             raise ApiError(404, f"no adaptation {job_id!r}", code="not_found")
-        return {**public_job(job), "progress": server.worker.progress(job_id)}
+        return {**public_job(job), "progress": tenant.worker.progress(job_id)}
 
     @app.get("/v1/versions")
-    def versions() -> JSONResponse:
+    def versions(request: Request, model: str | None = None) -> JSONResponse:
         """Every version, oldest first, without its documents' text and training statistics (`/v1/versions/ID`).
         Answered as plain JSON: FastAPI's encoder walking every value tripled the time with 50 versions."""
-        store = server.store
-        return JSONResponse({"object": "list", "current": store.current_id(), "serving": server.served.version,
+        tenant = tenant_of(request, model)
+        store = tenant.store
+        return JSONResponse({"object": "list", "model": tenant.model, "current": store.current_id(),
+                             "serving": tenant.served.version,
                              "data": [_summary(version) for version in store.history()]})
 
     @app.get("/v1/versions/{version_id}")
-    def version(version_id: str) -> dict:
+    def version(version_id: str, request: Request, model: str | None = None) -> dict:
         """Everything about one version, as `seal show --json` prints it."""
-        store = server.store
+        store = tenant_of(request, model).store
         found = store.find(version_id)
         if found is None:
             raise ApiError(404, f"no version {version_id!r}", code="not_found")
@@ -206,27 +215,30 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
                 "probes": [asdict(p) for p in store.probes(version_id)]}
 
     @app.post("/v1/answers")
-    def answers(body: AnswersRequest) -> dict:
+    def answers(body: AnswersRequest, request: Request, model: str | None = None) -> dict:
         """One question answered closed-book by several versions side by side (default: the current one)."""
-        asked = body.versions or [server.store.current_id()]
+        tenant = tenant_of(request, model)
+        asked = body.versions or [tenant.store.current_id()]
         if len(asked) > 16:
             raise ApiError(400, "ask at most 16 versions at once", code="too_many_versions")
         return {"question": body.question,
-                "data": server.answers(body.question, asked, server.token_limit(body.max_tokens))}
+                "data": server.answers(tenant, body.question, asked, server.token_limit(body.max_tokens))}
 
     @app.post("/v1/blame")
-    def blame_route(body: BlameRequest) -> dict:
+    def blame_route(body: BlameRequest, request: Request, model: str | None = None) -> dict:
         """`seal blame`: every version of the current lineage answers; where the answer changed, what it learned."""
+        store = tenant_of(request, model).store
         with server.reading() as base:
-            steps = blame(server.store, body.question, max_new_tokens=server.token_limit(body.max_tokens), base=base)
+            steps = blame(store, body.question, max_new_tokens=server.token_limit(body.max_tokens), base=base)
         return {"question": body.question, "data": [asdict(step) for step in steps]}
 
     @app.post("/v1/versions/{version_id}/activate")
-    def activate(version_id: str) -> dict:
-        if server.store.find(version_id) is None:
+    def activate(version_id: str, request: Request, model: str | None = None) -> dict:
+        tenant = tenant_of(request, model)
+        if tenant.store.find(version_id) is None:
             raise ApiError(404, f"no version {version_id!r}", code="not_found")
         try:
-            previous = server.activate(version_id)
+            previous = server.activate(tenant, version_id)
         except Busy:
             raise ApiError(409, "an adaptation is being trained; activate again when it is done", code="busy") from None
         except NotCommitted as err:

@@ -4,9 +4,10 @@ A request joins at the next step (its prompt is read in one forward pass, which 
 leaves the batch when it ends or its client goes away, so a request never waits for others to finish. Rows are
 left-padded: each row's positions count its own tokens only and the padding is masked, which is what lets rows of
 different lengths share the keys and values of one cache. Each request samples with its own settings and its own
-random generator (seeded by its `seed`, else at random), so no request touches global state. Rows of a version made
-of modules carry their routed adapter's name (peft's mixed-adapter batches). Requests pinned to different served
-models (a swap happened while some were in flight) decode in separate batches until the older ones finish.
+random generator (seeded by its `seed`, else at random), so no request touches global state. Each row carries the
+name of the adapter that answers it (peft's mixed-adapter batches), so requests of several tenants and versions on
+one shared base model decode together; adapters are put on and taken off that model under `model_lock`, between
+steps. Requests on different model objects decode in separate batches.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+from peft import PeftModel
 from transformers import DynamicCache
 
 from seal.errors import SealError
 from seal.model import LM
+from seal.routing import BASE
 
 _END = object()
 
@@ -44,7 +47,7 @@ class Generation:
         self.generator = torch.Generator(device=lm.device)
         self.generator.manual_seed(sampling.seed if sampling.seed is not None else secrets.randbits(63))
         self.tokens: list[int] = []
-        # "stop" (end of sequence), "length" (max_tokens reached) or "cancelled" (given up); None while it runs
+        # "stop" (end of sequence), "length" (max_tokens reached), "cancelled" (given up) or "error"; None while it runs
         self.finish_reason: str | None = None
         self.submitted = time.perf_counter()
         self.cancelled = threading.Event()
@@ -80,6 +83,7 @@ class Generation:
         self._out.put(_END)
 
     def _fail(self, error: BaseException) -> None:
+        self.finish_reason = "error"
         self._out.put(error)
 
 
@@ -105,6 +109,9 @@ class Scheduler:
         self._waiting: list[Generation] = []
         self._batches: dict[int, _Batch] = {}  # id(LM) -> its batch
         self._wake = threading.Condition()
+        # Held by the decoding thread over each round of forward passes: whoever holds it may change the models'
+        # adapters, and sees every batch between steps.
+        self.model_lock = threading.Lock()
         self._stopped = False
         self.in_flight = 0  # rows decoding, as of the last step (read by other threads)
         self._thread = threading.Thread(target=self._run, name="seal-decode", daemon=True)
@@ -120,7 +127,7 @@ class Scheduler:
             self._thread.join(timeout=30)
 
     def submit(self, lm: LM, prompt_ids: list[int], sampling: Sampling, adapter: str | None = None) -> Generation:
-        """Queue a request; `adapter` is its routed module when `lm` is a version made of modules."""
+        """Queue a request; `adapter` names the adapter of `lm` that answers it (None or `BASE`: the base model)."""
         if not prompt_ids:
             raise SealError("the prompt has no tokens")
         generation = Generation(lm, prompt_ids, sampling, adapter)
@@ -144,13 +151,20 @@ class Scheduler:
             by_model: dict[int, list[Generation]] = {}
             for generation in joining:
                 by_model.setdefault(id(generation.lm), []).append(generation)
-            for key, rows in by_model.items():
-                self._guarded(key, rows[0].lm, lambda batch, rows=rows: self._join(batch, rows), rows)
-            for key, batch in list(self._batches.items()):
-                self._guarded(key, batch.lm, self._step, batch.rows)
-            self.in_flight = sum(len(batch.rows) for batch in self._batches.values())
+            with self.model_lock:
+                for key, rows in by_model.items():
+                    self._guarded(key, rows[0].lm, lambda batch, rows=rows: self._join(batch, rows), rows)
+                for key, batch in list(self._batches.items()):
+                    self._guarded(key, batch.lm, self._step, batch.rows)
+                self.in_flight = sum(len(batch.rows) for batch in self._batches.values())
         for row in [*self._waiting, *(row for batch in self._batches.values() for row in batch.rows)]:
             row._fail(SealError("the server is shutting down"))
+
+    def adapters_in_use(self) -> set[str]:
+        """The adapters that requests waiting or decoding need; call it holding `model_lock`."""
+        with self._wake:
+            rows = [*self._waiting, *(row for batch in self._batches.values() for row in batch.rows)]
+        return {row.adapter for row in rows if row.adapter is not None}
 
     def _guarded(self, key: int, lm: LM, work: Callable[[_Batch], None], rows: list[Generation]) -> None:
         """Run `work` on the model's batch; a failure ends that batch's requests (and these `rows`) with the error
@@ -159,10 +173,8 @@ class Scheduler:
         try:
             work(batch)
         except Exception as error:  # noqa: BLE001 - handed to each request's reader
-            for row in {id(r): r for r in [*batch.rows, *rows]}.values():
-                row._fail(error)
-                if self.on_end is not None:
-                    self.on_end("error")
+            for row in {id(r): r for r in [*batch.rows, *rows] if r.finish_reason is None}.values():
+                self._fail(row, error)
             batch.rows = []
         if not batch.rows:
             del self._batches[key]
@@ -171,6 +183,13 @@ class Scheduler:
     def _join(self, batch: _Batch, rows: list[Generation]) -> None:
         """Read the newcomers' prompts in one pass, sample their first tokens, and merge them into the batch."""
         lm = batch.lm
+        loaded = set(lm.model.peft_config) if isinstance(lm.model, PeftModel) else set()
+        for row in [r for r in rows if r.adapter not in (None, BASE) and r.adapter not in loaded]:
+            # Its version was swapped out and its adapter taken off between reading what was served and joining.
+            self._fail(row, SealError(f"the adapter {row.adapter} is no longer served; send the request again"))
+        rows = [r for r in rows if r.adapter in (None, BASE) or r.adapter in loaded]
+        if not rows:
+            return
         width = max(len(row.prompt_ids) for row in rows)
         pad = lm.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=lm.device)
@@ -239,10 +258,17 @@ class Scheduler:
         if self.on_end is not None:
             self.on_end(reason)
 
+    def _fail(self, row: Generation, error: BaseException) -> None:
+        row._fail(error)
+        if self.on_end is not None:
+            self.on_end("error")
+
 
 def _adapters(rows: list[Generation]) -> dict:
-    """Each row's routed module, when the served version is a set of modules."""
-    return {"adapter_names": [row.adapter for row in rows]} if rows[0].lm.router is not None else {}
+    """Each row's adapter, when the model carries adapters (a row without one is answered by the base model)."""
+    if not isinstance(rows[0].lm.model, PeftModel):
+        return {}
+    return {"adapter_names": [row.adapter or BASE for row in rows]}
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The adaptation worker of `seal serve`: queued jobs learned one at a time through the same `learn()` as
-`seal learn`, their progress live while they run; and the inbox folder, whose text files become jobs.
+"""The adaptation worker of `seal serve`, one per tenant: its queued jobs learned one at a time through the same
+`learn()` as `seal learn`, their progress live while they run; and its inbox folder, whose text files become jobs.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ class AdaptationWorker:
     """`run` and `watch_inbox` are the bodies of the server's two background threads."""
 
     def __init__(self, store: Store, queue: JobQueue, options: LearnOptions, metrics: Metrics, stop: threading.Event,
-                 serve_current: Callable[[], None], watch: Path | None = None, watch_interval: float = 2.0):
+                 serve_current: Callable[[], None], training: threading.Semaphore, watch: Path | None = None,
+                 watch_interval: float = 2.0):
         self.store, self.queue, self.options, self.metrics, self.stop = store, queue, options, metrics, stop
+        self.training = training  # shared by the tenants' workers: how many adaptations train at once
         # Serves the store's current version: after a commit, and when idle, one another process made current.
         self.serve_current = serve_current
         self.watch, self.watch_interval = watch, watch_interval
@@ -53,12 +55,13 @@ class AdaptationWorker:
     def run(self) -> None:
         """Adapt to queued jobs one at a time until stopped; between jobs, serve what another process made current."""
         while not self.stop.is_set():
-            job = self.queue.claim()
+            with self.training:  # a job stays queued while other tenants' adaptations fill the slots
+                job = self.queue.claim()
+                if job is not None:
+                    self._adapt(job)
             if job is None:
                 self.serve_current()
                 self.stop.wait(0.5)
-                continue
-            self._adapt(job)
 
     def progress(self, job_id: str) -> dict | None:
         """The live progress of the adaptation `job_id` while it runs, else None."""
