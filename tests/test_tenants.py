@@ -175,3 +175,15 @@ def test_adapters_nothing_serves_are_taken_off_after_the_grace_period(tmp_path, 
     assert set(base.lm.model.peft_config) == {"seal__v1"}
     assert base.serve(acme, "acme", "v2").adapters == {"t-acme__v1", "t-acme__v2"}  # put back on when served again
     assert not base.retired
+
+
+def test_bench_tenants_serves_every_copy_at_once(taught_store, home, tiny_model_dir, tmp_path):
+    from seal.loadtest import bench_tenants
+
+    summary = bench_tenants(tmp_path / "out", str(tiny_model_dir), home, [2], 4, lambda line: None)
+    assert [r["tenants"] for r in summary["rows"]] == [0, 2]
+    assert [(r["requests"], r["failed"], r["versions"]) for r in summary["rows"]] == [(1, 0, []), (3, 0, ["v1"])]
+    assert all(r["rss"] > 0 for r in summary["rows"]) and (tmp_path / "out" / "tenants.md").exists()
+    with pytest.raises(SealError, match="no store at"):
+        bench_tenants(tmp_path / "out", str(tiny_model_dir), tmp_path / "nothing", [1], 4, lambda line: None)
+    assert not (tmp_path / "nothing").exists()

@@ -764,6 +764,26 @@ def bench_serve(
     print_results(out_dir / "serve.json", out_dir / "serve.md", as_json)
 
 
+@bench_app.command("tenants")
+@friendly
+def bench_tenants(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for tenants.json and tenants.md.")] = Path("runs/bench-tenants"),
+    source: Annotated[Optional[Path], typer.Option("--from", help="A store with a learned version, copied to every "
+                                                                  "tenant (default: $SEAL_HOME's own).")] = None,
+    tenants: Annotated[str, typer.Option(help="Tenants of each server, comma-separated.")] = "1,10",
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per reply.")] = 16,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    as_json: JsonFlag = False,
+) -> None:
+    """The memory of a real `seal serve` as tenants are added: one base model, each tenant's adapters beside it,
+    every tenant asked at once."""
+    from seal.loadtest import bench_tenants as run_bench_tenants
+
+    run_bench_tenants(out_dir, model, source or seal_home(), positive_ints(tenants, "--tenants"), max_tokens,
+                      lambda line: err.print(line, highlight=False))
+    print_results(out_dir / "tenants.json", out_dir / "tenants.md", as_json)
+
+
 def print_results(summary: Path, table: Path, as_json: bool) -> None:
     """A benchmark's results: its summary JSON with --json, else its markdown table."""
     if as_json:

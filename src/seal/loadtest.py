@@ -1,5 +1,6 @@
 """`seal bench serve`: a real `seal serve` on loopback under a bounded load: throughput at several numbers of
-concurrent clients with and without batching, and latency while adaptations train and swap in.
+concurrent clients with and without batching, and latency while adaptations train and swap in. `seal bench
+tenants`: the server's memory as tenants are added, each serving a version of its own.
 
 Each request streams a chat completion and records its time to first token, decode rate (tokens after the first
 per second), total time, the version that answered and the adaptation's status when it started. Requests are
@@ -11,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,9 @@ from pathlib import Path
 import httpx
 
 from seal.bench import write_doc, packaged
+from seal.errors import SealError
+from seal.store import Store
+from seal.tenants import new_key, tenant_home
 
 QUESTION = "What does a tide clock show, and how is one built?"
 
@@ -74,9 +80,9 @@ class ServerProcess:
         self.process.wait(timeout=60)
 
 
-def chat_request(http: httpx.Client, max_tokens: int) -> dict:
+def chat_request(http: httpx.Client, max_tokens: int, model: str = "seal") -> dict:
     """One streamed chat completion, timed; usage comes in the stream's last chunk."""
-    body = {"model": "seal", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": max_tokens,
+    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = last = None
@@ -215,3 +221,69 @@ def bench_serve(out: Path, model: str, requests: int, max_tokens: int, clients: 
     lines += ["", "Adaptations: " + ", ".join(f"{k}: {v}" for k, v in summary["adaptations"].items())]
     (out / "serve.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """A consistent copy of the store at `source` (SQLite's online backup, then its adapters) made at `target`."""
+    target.mkdir(parents=True)
+    with sqlite3.connect(source / "store.sqlite") as original, sqlite3.connect(target / "store.sqlite") as copy:
+        original.backup(copy)
+    shutil.copytree(source / "versions", target / "versions")
+
+
+def memory_mib(pid: int) -> dict:
+    """A process's resident memory now and at its peak, in MiB (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: round(int(fields[key].split()[0]) / 1024, 1) for name, key in (("rss", "VmRSS"), ("peak", "VmHWM"))}
+
+
+def bench_tenants(out: Path, model: str, source: Path, counts: list[int], max_tokens: int,
+                  report: Callable[[str], None]) -> dict:
+    """`seal serve`'s memory with 0 tenants (the default one, at the base model) and with each of `counts`, every
+    tenant a copy of the store at `source` serving its current version, and all of them asked at once."""
+    if not (source / "store.sqlite").exists():
+        raise SealError(f"no store at {source}: pass --from a SEAL_HOME (or a tenant's folder) with a learned version")
+    version = Store(source).current()
+    if version is None or version.adapter_dir is None:
+        raise SealError(f"the store {source} serves no learned version: `seal learn` a document there first")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for count in [0, *counts]:
+        with tempfile.TemporaryDirectory(prefix="seal-bench-tenants-") as folder:
+            home = Path(folder)
+            keys = {"seal": secrets.token_hex(16)}
+            for index in range(1, count + 1):
+                copy_store(source, tenant_home(home, f"tenant-{index}"))
+                keys[f"seal:tenant-{index}"] = new_key(Store(tenant_home(home, f"tenant-{index}")))
+            report(f"{count} tenant(s)")
+            server = ServerProcess(home, keys["seal"], "--model", model, "--max-batch", str(count + 1))
+            results: dict[str, dict] = {}
+
+            def ask(name: str, key: str) -> None:
+                with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+                    results[name] = chat_request(http, max_tokens, name)
+
+            try:
+                threads = [threading.Thread(target=ask, args=item) for item in keys.items()]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                memory = memory_mib(server.process.pid)
+            finally:
+                server.stop()
+        rows.append({"tenants": count, **memory, "requests": len(results),
+                     "failed": sum(not r["ok"] for r in results.values()),
+                     "versions": sorted({r["version"] for name, r in results.items() if name != "seal"})})
+    adapters = sum(f.stat().st_size for f in (source / "versions").rglob("*.safetensors")) / 2**20
+    summary = {"model": model, "source": str(source), "source_version": version.id,
+               "adapter_mib_on_disk": round(adapters, 1), "rows": rows}
+    (out / "tenants.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    lines = [f"# seal serve's memory by tenants ({model}; each tenant serves a copy of {version.id}, "
+             f"{summary['adapter_mib_on_disk']} MiB of adapters on disk)", "",
+             "| tenants | resident MiB | peak MiB | requests at once | failed | versions answering |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['tenants']} | {r['rss']} | {r['peak']} | {r['requests']} | {r['failed']} | "
+              f"{', '.join(r['versions']) or '-'} |" for r in rows]
+    (out / "tenants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
