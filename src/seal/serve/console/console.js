@@ -471,7 +471,7 @@ function chatPage() {
     const reply = h("div", { class: "turn assistant" });
     log.append(reply);
     const response = await api("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ model: "seal", messages: turns, stream: true }) });
+      body: JSON.stringify({ messages: turns, stream: true }) });  // no model: the key's own tenant
     served.textContent = `answered by ${response.headers.get("X-Seal-Version")}`;
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
