@@ -54,6 +54,14 @@ def test_openai_client_chat_streaming_completions_and_models(server):
     assert streamed.strip() == greedy.choices[0].message.content  # both greedy
     completion = client.completions.create(model="seal", prompt=["Once upon", "The tide"], max_tokens=4)
     assert completion.object == "text_completion" and len(completion.choices) == 2
+    chunks = list(client.completions.create(model="seal", prompt=["Once upon", "The tide"], max_tokens=4, stream=True,
+                                            stream_options={"include_usage": True}))
+    texts = ["", ""]
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+    assert [text.strip() for text in texts] == [choice.text for choice in completion.choices]  # both greedy
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == completion.usage.completion_tokens
     metrics = server.get("/metrics").text
     assert 'seal_requests_total{path="/v1/chat/completions",status="200"} 3.0' in metrics
     assert 'seal_current_version{model="seal",version="v0"} 1.0' in metrics

@@ -45,13 +45,13 @@ class Sampled(BaseModel):
     seed: int | None = Field(None, ge=-INT64, lt=INT64)
     n: int | None = Field(None, ge=1, le=1, description="seal returns one choice per prompt")
     stream: bool = False
+    stream_options: dict | None = None
 
 
 class ChatRequest(Sampled):
     messages: list[Message]
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    stream_options: dict | None = None
 
 
 class CompletionRequest(Sampled):
@@ -75,6 +75,11 @@ def _text(content: str | list[dict] | None) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if part.get("type") == "text")
     return content or ""
+
+
+def _usage(body: Sampled) -> bool:
+    """Whether a streamed reply ends with a usage chunk (`stream_options.include_usage`)."""
+    return bool((body.stream_options or {}).get("include_usage"))
 
 
 def public_sources(sources: list[dict]) -> list[dict]:
@@ -133,8 +138,7 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         generation = server.submit(served, prompt, limit, body.temperature, body.top_p, body.seed)
         if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(server.stream_chat(served, generation, request_id, include_usage),
+            return StreamingResponse(server.stream(served, [generation], request_id, _usage(body), chat=True),
                                      media_type="text/event-stream", headers={"X-Seal-Version": served.version})
         text, prompt_tokens, produced, finish = server.complete([generation])[0]
         return JSONResponse({
@@ -148,17 +152,19 @@ def add_api_routes(app: FastAPI, server: SealServer) -> None:
     @app.post("/v1/completions")
     def completions(body: CompletionRequest, request: Request):
         served = tenant_of(request, body.model).served
-        if body.stream:
-            raise ApiError(400, "stream is supported on /v1/chat/completions only", code="stream_unsupported")
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or len(prompts) > 16:
             raise ApiError(400, "prompt must be a string or a list of 1 to 16 strings", code="invalid_prompt")
         limit = server.token_limit(body.max_tokens)
         generations = [server.submit(served, prompt, limit, body.temperature, body.top_p, body.seed)
                        for prompt in prompts]
+        request_id = f"cmpl-{uuid.uuid4().hex}"
+        if body.stream:
+            return StreamingResponse(server.stream(served, generations, request_id, _usage(body), chat=False),
+                                     media_type="text/event-stream", headers={"X-Seal-Version": served.version})
         results = server.complete(generations)
         return JSONResponse({
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "id": request_id, "object": "text_completion", "created": int(time.time()),
             "model": served.model, "system_fingerprint": served.version,
             "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}
                         for i, (text, _, _, finish) in enumerate(results)],

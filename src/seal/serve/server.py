@@ -117,7 +117,7 @@ class SealServer:
         worker = AdaptationWorker(store, queue, self.options, self.metrics, self.stop,
                                   lambda: self.serve_current(name), self.training, watch, self.config.watch_interval)
         for job in queue.interrupt_running():
-            self.metrics.adaptations.labels("interrupted").inc()
+            self.metrics.adaptations.labels(job.status).inc()
             worker.file_inbox(job)
         served = self.shared.serve(store, name, store.current_id())
         label = name or "seal"
@@ -251,42 +251,55 @@ class SealServer:
             results.append((text, len(generation.prompt_ids), len(tokens), generation.finish_reason or "stop"))
         return results
 
-    def stream_chat(self, served: Served, generation: Generation, request_id: str,
-                    include_usage: bool) -> Iterator[str]:
-        """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]` (after a usage chunk if asked).
-        A client that goes away closes this generator, which gives up the request's batch slot."""
+    def stream(self, served: Served, generations: list[Generation], request_id: str, include_usage: bool,
+               chat: bool) -> Iterator[str]:
+        """Server-sent events in OpenAI's chunk format, chat's deltas or completions' texts (one choice per
+        generation, read in order while all decode together), ending with `data: [DONE]` (after a usage chunk if
+        asked). A client that goes away closes this generator, which gives up the requests' batch slots."""
         created = int(time.time())
         tok = served.lm.tokenizer
 
-        def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
-            choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-            body = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": served.model,
-                    "system_fingerprint": served.version, "choices": choices, **({"usage": usage} if usage else {})}
+        def chunk(choice: dict | None, usage: dict | None = None) -> str:
+            body = {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": created, "model": served.model, "system_fingerprint": served.version,
+                    "choices": [choice] if choice else [], **({"usage": usage} if usage else {})}
             return f"data: {json.dumps(body)}\n\n"
 
+        def choice(index: int, text: str | None, finish: str | None = None) -> dict:
+            if chat:
+                return {"index": index, "delta": {} if text is None else {"content": text}, "logprobs": None,
+                        "finish_reason": finish}
+            return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+
         try:
-            yield chunk({"role": "assistant", "content": ""})
-            tokens: list[int] = []
-            sent = ""
-            for token in generation:
-                if not tokens:
-                    self.metrics.first_token.observe(time.perf_counter() - generation.submitted)
-                tokens.append(token)
-                text = tok.decode(tokens, skip_special_tokens=True)
-                if text.endswith("\ufffd"):
-                    continue  # a character split across tokens: wait for its end
-                if len(text) > len(sent):
-                    yield chunk({"content": text[len(sent):]})
-                    sent = text
-            self.metrics.tokens.labels("completion").inc(len(tokens))
-            yield chunk({}, generation.finish_reason or "stop")
+            if chat:
+                yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                             "finish_reason": None})
+            produced = 0
+            for index, generation in enumerate(generations):
+                tokens: list[int] = []
+                sent = ""
+                for token in generation:
+                    if not tokens and index == 0:
+                        self.metrics.first_token.observe(time.perf_counter() - generation.submitted)
+                    tokens.append(token)
+                    text = tok.decode(tokens, skip_special_tokens=True)
+                    if text.endswith("\ufffd"):
+                        continue  # a character split across tokens: wait for its end
+                    if len(text) > len(sent):
+                        yield chunk(choice(index, text[len(sent):]))
+                        sent = text
+                self.metrics.tokens.labels("completion").inc(len(tokens))
+                produced += len(tokens)
+                yield chunk(choice(index, None, generation.finish_reason or "stop"))
             if include_usage:  # OpenAI's form: one more chunk, with no choices
-                prompt_tokens = len(generation.prompt_ids)
-                yield chunk(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
-                                         "total_tokens": prompt_tokens + len(tokens)})
+                prompt_tokens = sum(len(generation.prompt_ids) for generation in generations)
+                yield chunk(None, usage={"prompt_tokens": prompt_tokens, "completion_tokens": produced,
+                                         "total_tokens": prompt_tokens + produced})
             yield "data: [DONE]\n\n"
         finally:
-            generation.cancel()  # nothing if it has ended; frees the slot of a client that left mid-stream
+            for generation in generations:
+                generation.cancel()  # nothing if it has ended; frees the slot of a client that left mid-stream
 
     @contextmanager
     def reading(self) -> Iterator[LM]:
