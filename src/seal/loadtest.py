@@ -34,17 +34,18 @@ QUESTION = "What does a tide clock show, and how is one built?"
 
 
 class ServerProcess:
-    """`seal serve` started as its own process on a free loopback port; `stop()` ends it."""
+    """`seal serve` started as its own process on a free loopback port; `stop()` ends it. `command` runs another
+    program that takes `--port` as `seal serve` does (a test's server with its own settings)."""
 
-    def __init__(self, home: Path, key: str, *args: str, timeout: float = 300):
+    def __init__(self, home: Path, key: str, *args: str, timeout: float = 300, command: list[str] | None = None):
         self.home = home
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Bearer {key}"}
-        self.process = subprocess.Popen([str(Path(sys.executable).parent / "seal"), "serve", "--port", str(self.port),
-                                         *args], env={**os.environ, "SEAL_HOME": str(home), "SEAL_API_KEY": key},
+        command = command or [str(Path(sys.executable).parent / "seal"), "serve"]
+        self.process = subprocess.Popen([*command, "--port", str(self.port), *args], env={**os.environ, "SEAL_HOME": str(home), "SEAL_API_KEY": key},
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

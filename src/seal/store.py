@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from seal.errors import Busy, NotCommitted, NotFound, SealError
 
 SCHEMA = """
@@ -334,10 +336,13 @@ class Store:
             staging.mkdir()
             save(staging)
             _fsync_tree(staging)
-        except OSError as err:  # a full disk, above all: the version is not recorded, the current one stays
-            shutil.rmtree(staging, ignore_errors=True)
-            raise SealError(f"cannot write the new version's adapter in {self.adapters}: {err.strerror or err}; "
-                            "nothing was committed") from err
+        except BaseException as err:
+            shutil.rmtree(staging, ignore_errors=True)  # whatever stopped it, no half-written folder stays
+            if isinstance(err, (OSError, SafetensorError)):  # a full disk, above all (safetensors reports its own)
+                reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                raise SealError(f"cannot write the new version's adapter in {self.adapters}: {reason}; nothing was "
+                                "committed") from err
+            raise
         return name
 
     def record(self, version: Version, self_edits: list[SelfEditRecord], probes: list[ProbeRecord],

@@ -15,7 +15,7 @@ from seal.config import ServeConfig
 from seal.documents import parse_document
 from seal.errors import NotText, SealError
 from seal.serve.errors import ApiError
-from seal.store import Store, now
+from seal.store import Store, Version, now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -106,12 +106,25 @@ class JobQueue:
                             (status, now(), version, reason, json.dumps(report or {}), job_id))
 
     def interrupt_running(self) -> list[Job]:
-        """Mark jobs a stopped server left half-done, so none is silently lost; returns them."""
+        """Settle the jobs a stopped server left half-done, so none is silently lost: a job whose version was
+        recorded before the stop (killed between the commit and the job's own update) gets that version's outcome,
+        the others become `interrupted`; returns them."""
         stale = self.jobs(RUNNING)
         for job in stale:
-            self.update(job.id, "interrupted", reason=f"the server stopped while this job was {job.status}; "
-                        "nothing was committed; submit the document again")
+            recorded = self.recorded_version(job)
+            if recorded is not None:
+                self.update(job.id, recorded.status, recorded.id, recorded.reason, recorded.report)
+            else:
+                self.update(job.id, "interrupted", reason=f"the server stopped while this job was {job.status}; "
+                            "nothing was committed; submit the document again")
         return [self.job(j.id) for j in stale]
+
+    def recorded_version(self, job: Job) -> Version | None:
+        """The version (committed or rolled back) that learned exactly this job's documents, if one was recorded:
+        each job keeps its documents in a folder of its own, so their paths name the job."""
+        paths = sorted(document["path"] for document in job.documents)
+        return next((version for version in self.store.history() if version.status != "base"
+                     and sorted(source.get("source") or "" for source in version.sources) == paths), None)
 
     def submit(self, files: list[tuple[str, bytes]], origin: str, inbox_path: str | None = None) -> Job:
         """Check the documents, keep a copy under the store's uploads/, and record the job; ApiError on bad input."""
