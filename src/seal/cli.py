@@ -784,6 +784,23 @@ def bench_tenants(
     print_results(out_dir / "tenants.json", out_dir / "tenants.md", as_json)
 
 
+@bench_app.command("faults")
+@friendly
+def bench_faults(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for faults.json and faults.md.")] = Path("runs/bench-faults"),
+    source: Annotated[Optional[Path], typer.Option("--from", help="A store to start from (a copy), so that the kills "
+                                                                  "have committed versions to lose.")] = None,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    as_json: JsonFlag = False,
+) -> None:
+    """kill -9 of a real `seal serve` at each stage of an adaptation while a client streams, then a restart:
+    versions lost, stores corrupt, jobs unsettled and requests failed outside the kill, counted."""
+    from seal.loadtest import bench_faults as run_bench_faults
+
+    run_bench_faults(out_dir, model, source, lambda line: err.print(line, highlight=False))
+    print_results(out_dir / "faults.json", out_dir / "faults.md", as_json)
+
+
 def print_results(summary: Path, table: Path, as_json: bool) -> None:
     """A benchmark's results: its summary JSON with --json, else its markdown table."""
     if as_json:

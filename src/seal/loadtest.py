@@ -1,6 +1,7 @@
 """`seal bench serve`: a real `seal serve` on loopback under a bounded load: throughput at several numbers of
 concurrent clients with and without batching, and latency while adaptations train and swap in. `seal bench
-tenants`: the server's memory as tenants are added, each serving a version of its own.
+tenants`: the server's memory as tenants are added, each serving a version of its own. `seal bench faults`: kill -9
+at each stage of an adaptation, and what it cost.
 
 Each request streams a chat completion and records its time to first token, decode rate (tokens after the first
 per second), total time, the version that answered and the adaptation's status when it started. Requests are
@@ -27,6 +28,7 @@ import httpx
 
 from seal.bench import write_doc, packaged
 from seal.errors import SealError
+from seal.serve.jobs import FINISHED
 from seal.store import Store
 from seal.tenants import new_key, tenant_home
 
@@ -45,7 +47,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Bearer {key}"}
         command = command or [str(Path(sys.executable).parent / "seal"), "serve"]
-        self.process = subprocess.Popen([*command, "--port", str(self.port), *args], env={**os.environ, "SEAL_HOME": str(home), "SEAL_API_KEY": key},
+        self.process = subprocess.Popen([*command, "--port", str(self.port), *args],
+                                        env={**os.environ, "SEAL_HOME": str(home), "SEAL_API_KEY": key},
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -282,9 +285,120 @@ def bench_tenants(out: Path, model: str, source: Path, counts: list[int], max_to
     (out / "tenants.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     lines = [f"# seal serve's memory by tenants ({model}; each tenant serves a copy of {version.id}, "
              f"{summary['adapter_mib_on_disk']} MiB of adapters on disk)", "",
-             "| tenants | resident MiB | peak MiB | requests at once | failed | versions answering |", "|---|---|---|---|---|---|"]
+             "| tenants | resident MiB | peak MiB | requests at once | failed | versions answering |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['tenants']} | {r['rss']} | {r['peak']} | {r['requests']} | {r['failed']} | "
               f"{', '.join(r['versions']) or '-'} |" for r in rows]
     (out / "tenants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
 
+
+
+KILL_POINTS = ("generating", "training", "checking", "commit")  # the job's stages, and its adapter being staged
+
+
+def staged(home: Path) -> bool:
+    """Whether an adapter is being staged for a commit (`Store.stage_adapter`) in the store at `home`."""
+    folder = home / "versions"
+    return folder.exists() and any(name.startswith(".tmp-") for name in os.listdir(folder))
+
+
+def kept_versions(home: Path) -> dict[str, bool]:
+    """Every committed version of the store at `home`, and whether its adapter is whole on disk."""
+    store = Store(home)
+    whole = {}
+    for version in (v for v in store.history() if v.status == "committed"):
+        try:
+            whole[version.id] = (store.adapter_path(version) / "adapter_model.safetensors").stat().st_size > 0
+        except (SealError, OSError):
+            whole[version.id] = False
+    return whole
+
+
+def bench_faults(out: Path, model: str, source: Path | None, report: Callable[[str], None]) -> dict:
+    """kill -9 of a real `seal serve` at each stage of an adaptation (generating self-edits, training, checking, and
+    while its adapter is staged for the commit), each time with a client streaming replies; then a restart. Counts
+    what a kill must never cost: committed versions lost or damaged, a store failing SQLite's integrity check, a job
+    left unsettled, requests failing outside the killed window. The store starts as a copy of `source` (so that
+    there are committed versions to lose), else empty."""
+    out.mkdir(parents=True, exist_ok=True)
+    documents = [write_doc(out, item) for item in packaged("invented_facts.json")[:len(KILL_POINTS)]]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="seal-bench-faults-") as folder:
+        home, key = Path(folder) / "home", secrets.token_hex(16)
+        if source is not None:
+            copy_store(source, home)
+        for point, document in zip(KILL_POINTS, documents):
+            before = kept_versions(home) if (home / "store.sqlite").exists() else {}
+            server = ServerProcess(home, key, "--model", model)
+            job = server.post("/v1/adaptations", files={"file": (document.name, document.read_bytes())}).json()
+            requests: list[dict] = []
+            stop = threading.Event()
+
+            def client(server: ServerProcess = server) -> None:
+                with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as http:
+                    while not stop.is_set():
+                        started = time.time()
+                        requests.append({**chat_request(http, 16), "started": started, "ended": time.time()})
+
+            streaming = threading.Thread(target=client)
+            streaming.start()
+            report(f"kill -9 at {point}")
+            upload = time.time()
+            reached = False
+            next_look = upload
+            while server.process.poll() is None:
+                if point == "commit" and staged(home):  # a window of milliseconds: looked for without pause
+                    reached = True
+                    break
+                if time.time() >= next_look:
+                    status = server.get(f"/v1/adaptations/{job['id']}").json()["status"]
+                    if status == point or status in FINISHED:
+                        reached = status == point
+                        break
+                    next_look = time.time() + 0.2
+            killed = time.time()
+            server.process.kill()
+            server.process.wait()
+            stop.set()
+            streaming.join()
+            restarted = ServerProcess(home, key, "--model", model)
+            try:
+                settled = restarted.get(f"/v1/adaptations/{job['id']}").json()
+                with httpx.Client(base_url=restarted.url, headers=restarted.headers, timeout=600) as http:
+                    after_restart = [chat_request(http, 16) for _ in range(4)]
+                if settled["status"] == "queued":  # killed before it was claimed: it runs now
+                    settled = restarted.wait_for(job["id"])
+            finally:
+                restarted.stop()
+            after = kept_versions(home)
+            with sqlite3.connect(home / "store.sqlite") as db:
+                integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            outside = [r for r in requests if r["ended"] < killed - 0.5 and not r["ok"]] + \
+                [r for r in after_restart if not r["ok"]]
+            rows.append({"kill_at": point, "reached": reached, "seconds_after_upload": round(killed - upload, 1),
+                         "job_after_restart": settled["status"], "job_version": settled.get("version"),
+                         "versions_before": sorted(before), "versions_after": sorted(after),
+                         "versions_lost": sum(1 for v in before if not after.get(v)),
+                         "store_integrity": integrity, "staging_left": staged(home),
+                         "requests_before_kill": len(requests), "requests_after_restart": len(after_restart),
+                         "failed_outside_kill": len(outside)})
+    summary = {"model": model, "rows": rows,
+               "totals": {"kills": sum(r["reached"] for r in rows),
+                          "versions_lost": sum(r["versions_lost"] for r in rows),
+                          "corrupt_stores": sum(r["store_integrity"] != "ok" for r in rows),
+                          "jobs_unsettled": sum(r["job_after_restart"] not in FINISHED for r in rows),
+                          "failed_outside_kill": sum(r["failed_outside_kill"] for r in rows)}}
+    (out / "faults.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    lines = [f"# seal serve killed with -9 at each stage of an adaptation ({model})", "",
+             "| killed at | reached | s after upload | job after restart | versions before / after | lost | store | "
+             "requests before kill / after restart | failed outside the kill |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['kill_at']} | {'yes' if r['reached'] else 'no (finished first)'} | {r['seconds_after_upload']} | "
+              f"{r['job_after_restart']} {r['job_version'] or ''} | {', '.join(r['versions_before']) or '-'} / "
+              f"{', '.join(r['versions_after']) or '-'} | {r['versions_lost']} | {r['store_integrity']} | "
+              f"{r['requests_before_kill']} / {r['requests_after_restart']} | {r['failed_outside_kill']} |"
+              for r in rows]
+    lines += ["", "Totals: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["totals"].items())]
+    (out / "faults.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
