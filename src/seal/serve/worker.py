@@ -55,10 +55,14 @@ class AdaptationWorker:
     def run(self) -> None:
         """Adapt to queued jobs one at a time until stopped; between jobs, serve what another process made current."""
         while not self.stop.is_set():
-            with self.training:  # a job stays queued while other tenants' adaptations fill the slots
-                job = self.queue.claim()
-                if job is not None:
-                    self._adapt(job)
+            job = None
+            if self.training.acquire(timeout=0.5):  # a job stays queued while other tenants' adaptations train
+                try:
+                    job = self.queue.claim()
+                    if job is not None:
+                        self._adapt(job)
+                finally:
+                    self.training.release()
             if job is None:
                 self.serve_current()
                 self.stop.wait(0.5)
