@@ -685,7 +685,7 @@ def bench_learn(
     chosen = tuple(_split(ways))
     if not chosen or set(chosen) - {"fresh", "sequential"}:
         raise SealError(f"--ways takes fresh, sequential or both, not {ways!r}")
-    summary = run_bench_learn(out_dir, documents, model, lambda line: err.print(line, highlight=False),
+    summary = run_bench_learn(out_dir, documents, model, report_line,
                               strategies.split(","), samples, chosen, facts)
     print_results(out_dir / "learn.json", out_dir / "learn.md", as_json)
     for name, beat in summary["self_edits_beat_passage"].items():
@@ -715,7 +715,7 @@ def bench_gate(
     ones refused; 95% intervals and the checks that refused."""
     from seal.bench import bench_gate as run_bench_gate
 
-    run_bench_gate(out_dir, model, lambda line: err.print(line, highlight=False), limit, honest_data=honest_data,
+    run_bench_gate(out_dir, model, report_line, limit, honest_data=honest_data,
                    honest_passages=honest_passages, honest_offset=honest_offset, before_training=before_training,
                    intent_judge=intent_judge, intent_judge_model=intent_judge_model)
     print_results(out_dir / "gate.json", out_dir / "gate.md", as_json)
@@ -738,7 +738,7 @@ def bench_trials(
     from seal.bench_trials import bench_trials as run_bench_trials
 
     sizes = tuple(positive_ints(batch_sizes, "--batch-sizes"))
-    run_bench_trials(out_dir, data, model, lambda line: err.print(line, highlight=False), passages, samples, repeats,
+    run_bench_trials(out_dir, data, model, report_line, passages, samples, repeats,
                      sizes, device)
     print_results(out_dir / "trials.json", out_dir / "trials.md", as_json)
 
@@ -760,7 +760,7 @@ def bench_serve(
     from seal.loadtest import bench_serve as run_bench_serve
 
     run_bench_serve(out_dir, model, requests, max_tokens, positive_ints(clients, "--clients"),
-                    positive_ints(batches, "--batches"), lambda line: err.print(line, highlight=False))
+                    positive_ints(batches, "--batches"), report_line)
     print_results(out_dir / "serve.json", out_dir / "serve.md", as_json)
 
 
@@ -780,7 +780,7 @@ def bench_tenants(
     from seal.loadtest import bench_tenants as run_bench_tenants
 
     run_bench_tenants(out_dir, model, source or seal_home(), positive_ints(tenants, "--tenants"), max_tokens,
-                      lambda line: err.print(line, highlight=False))
+                      report_line)
     print_results(out_dir / "tenants.json", out_dir / "tenants.md", as_json)
 
 
@@ -797,8 +797,13 @@ def bench_faults(
     versions lost, stores corrupt, jobs unsettled and requests failed outside the kill, counted."""
     from seal.loadtest import bench_faults as run_bench_faults
 
-    run_bench_faults(out_dir, model, source, lambda line: err.print(line, highlight=False))
+    run_bench_faults(out_dir, model, source, report_line)
     print_results(out_dir / "faults.json", out_dir / "faults.md", as_json)
+
+
+def report_line(line: str) -> None:
+    """A benchmark's progress, one line on stderr (its results go to files and stdout)."""
+    err.print(line, highlight=False)
 
 
 def print_results(summary: Path, table: Path, as_json: bool) -> None:
