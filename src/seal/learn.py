@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from seal import model as lm_ops
 from seal.check import (Contradiction, Probe, answer_nlls, base_reference, cloze_probes, contradicted_claims, hold_out,
@@ -336,16 +337,23 @@ def router_for(lm: lm_ops.LM, modules: dict[str, frozenset[str]]) -> Router:
     return Router(modules, scaffolding=words_of(lm.chat_prompt(answer_messages("", topic="-"))))
 
 
+def version_adapters(store: Store, lm: lm_ops.LM, version: Version,
+                     prefix: str = "") -> tuple[dict[str, Path], Router | None]:
+    """What `version` is made of: its adapters (name, with `prefix`, -> folder) and, for a version of modules, the
+    router that picks one per prompt (None: its one adapter answers every prompt)."""
+    if lineage_of(version) == "replay":
+        return {prefix + version.id: store.adapter_path(version)}, None
+    modules = lineage_modules(store, version)
+    return {prefix + m.name: m.path for m in modules}, router_for(lm, {prefix + m.name: m.words for m in modules})
+
+
 def wear(store: Store, lm: lm_ops.LM, version: Version) -> None:
     """Put `version`'s weights on the base model `lm`: its one adapter, or its modules and their router."""
     if version.adapter_dir is None:
         return
-    if lineage_of(version) == "replay":
-        lm_ops.attach_modules(lm, {NEW_MODULE: store.adapter_path(version)})
-        return
-    modules = lineage_modules(store, version)
-    lm_ops.attach_modules(lm, {m.name: m.path for m in modules})
-    lm.router = router_for(lm, {m.name: m.words for m in modules})
+    adapters, router = version_adapters(store, lm, version)
+    lm_ops.attach_modules(lm, adapters)
+    lm.router = router
 
 
 @contextmanager

@@ -13,9 +13,9 @@ from peft import PeftModel
 
 from seal import model as lm_ops
 from seal.errors import SealError
-from seal.learn import router_for
+from seal.learn import version_adapters
 from seal.model import LM
-from seal.routing import BASE, Router, lineage_modules, lineage_of
+from seal.routing import BASE, Router
 from seal.store import BASE_VERSION, Store
 from seal.tenants import model_id
 
@@ -60,14 +60,9 @@ class SharedBase:
             raise SealError(f"{version.id} was rolled back by its checks and has no weights to serve")
         if version is None or version.adapter_dir is None:
             return Served(self.lm, version_id, model)
-        if lineage_of(version) == "replay":
-            paths = {prefix + version.id: store.adapter_path(version)}
-            served = Served(self.lm, version.id, model, adapter=prefix + version.id)
-        else:
-            modules = lineage_modules(store, version)
-            paths = {prefix + m.name: m.path for m in modules}
-            router = router_for(self.lm, {prefix + m.name: m.words for m in modules})
-            served = Served(self.lm, version.id, model, router=router)
+        paths, router = version_adapters(store, self.lm, version, prefix)
+        adapter = BASE if router is not None else next(iter(paths))
+        served = Served(self.lm, version.id, model, adapter=adapter, router=router)
         with self.lock:
             on = set(self.lm.model.peft_config) if isinstance(self.lm.model, PeftModel) else set()
             lm_ops.attach_modules(self.lm, {name: path for name, path in paths.items() if name not in on})
