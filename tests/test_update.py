@@ -77,3 +77,32 @@ def test_chat_rehearsal_trains_the_models_own_replies_to_requests_the_checks_nev
     assert len(known) == 5
     monkeypatch.setattr(lm_ops, "generate", lambda *a, **k: pytest.fail("replies already known were generated"))
     assert chat_rehearsal(lm, UpdateConfig(rehearse_harmful=2, rehearse_plain=3), known) == first
+
+
+def test_models_and_adapters_built_by_threads_at_once_are_all_initialised(tiny_model_dir):
+    """transformers swaps torch's init functions out process-wide while it builds a model; builds in two threads at
+    once (two tenants' adaptations starting together) must leave them in place for every later build."""
+    import threading
+
+    from seal.config import AdapterConfig
+
+    originals = {name: getattr(torch.nn.init, name) for name in ("normal_", "kaiming_uniform_", "zeros_")}
+    built: list[lm_ops.LM] = []
+
+    def build() -> None:
+        for _ in range(3):
+            lm = lm_ops.load(str(tiny_model_dir), device="cpu")
+            attach_trainable_adapter(lm, AdapterConfig())
+            built.append(lm)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {name: getattr(torch.nn.init, name) for name in originals} == originals
+    assert len(built) == 12
+    for lm in built:
+        assert not any(p.is_meta for p in lm.model.parameters())
+        lora_a = [p for name, p in lm.model.named_parameters() if "lora_A" in name]
+        assert lora_a and all(p.abs().sum() > 0 and torch.isfinite(p).all() for p in lora_a)  # initialised

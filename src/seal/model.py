@@ -83,13 +83,19 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+# transformers builds a model with torch's init functions swapped out process-wide and puts them back afterwards;
+# two threads building at once can leave them swapped (later models and LoRA adapters then start uninitialised or on
+# the meta device). Every model and adapter this process builds is built holding this lock.
+BUILDING = threading.RLock()
+
+
 def embedded_model_dir() -> Path:
     """Dequantize the packaged GGUF once and cache it as safetensors; later loads take about a second."""
     cache = seal_home() / "models" / EMBEDDED_CACHE_NAME
     if (cache / "model.safetensors").exists():
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache.parent / ".convert.lock", "w") as lock:
+    with BUILDING, open(cache.parent / ".convert.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first conversion, then reuses it
         if not (cache / "model.safetensors").exists():
             _convert_embedded(cache)
@@ -146,11 +152,12 @@ def load(model: str = EMBEDDED, adapter: Path | None = None, device: str = "auto
     path = resolve_model_path(model)
     target = pick_device(device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(target)).to(target)
-        net: torch.nn.Module = base
-        if adapter is not None:
-            net = PeftModel.from_pretrained(base, str(adapter))
+        with BUILDING:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            base = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(target)).to(target)
+            net: torch.nn.Module = base
+            if adapter is not None:
+                net = PeftModel.from_pretrained(base, str(adapter))
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise SealError(f"cannot load model {model!r}{' with adapter ' + str(adapter) if adapter else ''}: "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
@@ -165,10 +172,11 @@ def attach_modules(lm: LM, modules: dict[str, Path]) -> None:
     one per prompt."""
     for name, path in modules.items():
         try:
-            if isinstance(lm.model, PeftModel):
-                lm.model.load_adapter(str(path), adapter_name=name)
-            else:
-                lm.model = PeftModel.from_pretrained(lm.model, str(path), adapter_name=name)
+            with BUILDING:
+                if isinstance(lm.model, PeftModel):
+                    lm.model.load_adapter(str(path), adapter_name=name)
+                else:
+                    lm.model = PeftModel.from_pretrained(lm.model, str(path), adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise SealError(f"cannot load adapter {name} from {path}: {str(err).splitlines()[0]}") from err
     lm.model.eval()

@@ -101,7 +101,8 @@ def attach_trainable_adapter(lm: LM, config: AdapterConfig) -> None:
     """Wrap the base model in a fresh trainable LoRA adapter (an update's, or the policy's fine-tuning)."""
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
-    lm.model = get_peft_model(lm.model, lora)
+    with lm_ops.BUILDING:
+        lm.model = get_peft_model(lm.model, lora)
 
 
 IGNORE = -100  # the label that makes a position count for nothing in the loss
