@@ -118,8 +118,13 @@ def test_corrupt_store(home):
 
 def test_every_command_has_help():
     for command in [["learn"], ["ask"], ["chat"], ["history"], ["show"], ["rollback"], ["bench", "learn"],
-                    ["bench", "gate"]]:
+                    ["bench", "gate"], ["bench", "adapting"], ["bench", "faults"]]:
         assert run(*command, "--help").exit_code == 0
+
+
+def test_bench_faults_refuses_a_stage_it_does_not_know(tmp_path):
+    one_line_error(run("bench", "faults", "--at", "training,lunch", "--out", str(tmp_path / "out")), "--at takes")
+    assert not (tmp_path / "out").exists()
 
 
 def test_learn_lists_the_contradicted_statements_and_show_keeps_an_override(home, beacon_model_dir, tmp_path):

@@ -122,10 +122,11 @@ def test_a_full_disk_fails_the_commit_cleanly_and_serving_goes_on(small_disk, ti
 def test_bench_faults_counts_nothing_lost_over_a_kill_at_each_stage(taught_store, home, tiny_model_dir, tmp_path):
     from seal.loadtest import bench_faults
 
-    summary = bench_faults(tmp_path / "out", str(tiny_model_dir), home, lambda line: None)
-    assert [r["kill_at"] for r in summary["rows"]] == ["generating", "training", "checking", "commit"]
+    summary = bench_faults(tmp_path / "out", str(tiny_model_dir), home, lambda line: None, ("generating", "checking"),
+                           attempts=1)
+    assert [r["kill_at"] for r in summary["rows"]] == ["generating", "checking"]
     assert all("v1" in r["versions_after"] for r in summary["rows"])  # the copied store's version survives each kill
     totals = summary["totals"]
-    assert totals["kills"] >= 3 and totals["versions_lost"] == totals["corrupt_stores"] == 0
+    assert summary["rows"][0]["reached"] and totals["versions_lost"] == totals["corrupt_stores"] == 0
     assert totals["jobs_unsettled"] == totals["failed_outside_kill"] == 0
-    assert sum(r["requests_after_restart"] for r in summary["rows"]) == 16
+    assert all(r["requests_after_restart"] == 4 for r in summary["rows"])

@@ -187,3 +187,21 @@ def test_bench_tenants_serves_every_copy_at_once(taught_store, home, tiny_model_
     with pytest.raises(SealError, match="no store at"):
         bench_tenants(tmp_path / "out", str(tiny_model_dir), tmp_path / "nothing", [1], 4, lambda line: None)
     assert not (tmp_path / "nothing").exists()
+
+
+def test_bench_adapting_times_two_tenants_adapting_at_once_and_asks_each_both_documents(tiny_model_dir, tmp_path):
+    from seal.documents import packaged
+    from seal.loadtest import bench_adapting
+
+    items = packaged("invented_facts.json")[:2]
+    summary = bench_adapting(tmp_path / "out", str(tiny_model_dir), items, lambda line: None)
+    jobs = summary["jobs"]
+    assert set(jobs) == {"tenant-1", "tenant-2"}
+    for name, job in jobs.items():
+        assert job["status"] in ("committed", "rolled_back") and "training" in job["stages_at_s"], job
+        assert summary["requests"][name]["failed"] == 0 and summary["requests"][name]["requests"] >= 1
+        served = job["version"] if job["status"] == "committed" else "v0"
+        rows = [r for r in summary["rows"] if r["tenant"] == name]
+        assert [r["questions_of"] for r in rows] == ["tenant-1", "tenant-2"]  # every document's questions, asked
+        assert {r["version"] for r in rows} == {served} and all(r["asked"] == 6 for r in rows)
+    assert "tenants adapting and serving at once" in (tmp_path / "out" / "adapting.md").read_text()

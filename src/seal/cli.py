@@ -784,20 +784,43 @@ def bench_tenants(
     print_results(out_dir / "tenants.json", out_dir / "tenants.md", as_json)
 
 
+@bench_app.command("adapting")
+@friendly
+def bench_adapting(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for adapting.json and adapting.md.")] = Path("runs/bench-adapting"),
+    tenants: Annotated[int, typer.Option(min=2, max=12, help="Fresh tenants, each sent one invented document.")] = 2,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    as_json: JsonFlag = False,
+) -> None:
+    """Tenants adapting and serving at once (`seal serve --adaptations N`): the stages of each adaptation timed while
+    clients chat, then each tenant asked every document's questions: each should know its own document only."""
+    from seal.documents import packaged
+    from seal.loadtest import bench_adapting as run_bench_adapting
+
+    run_bench_adapting(out_dir, model, packaged("invented_facts.json")[:tenants], report_line)
+    print_results(out_dir / "adapting.json", out_dir / "adapting.md", as_json)
+
+
 @bench_app.command("faults")
 @friendly
 def bench_faults(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for faults.json and faults.md.")] = Path("runs/bench-faults"),
     source: Annotated[Optional[Path], typer.Option("--from", help="A store to start from (a copy), so that the kills "
                                                                   "have committed versions to lose.")] = None,
+    at: Annotated[str, typer.Option(help="The stages to kill at, comma-separated, from "
+                                         "generating,training,checking,commit.")] = "generating,training,checking,commit",
     model: Annotated[str, typer.Option()] = EMBEDDED,
     as_json: JsonFlag = False,
 ) -> None:
     """kill -9 of a real `seal serve` at each stage of an adaptation while a client streams, then a restart:
     versions lost, stores corrupt, jobs unsettled and requests failed outside the kill, counted."""
-    from seal.loadtest import bench_faults as run_bench_faults
+    from seal.loadtest import KILL_POINTS, bench_faults as run_bench_faults
 
-    run_bench_faults(out_dir, model, source, report_line)
+    points = tuple(_split(at))
+    unknown = sorted(set(points) - set(KILL_POINTS))
+    if unknown or not points:
+        raise SealError(f"--at takes stages from {', '.join(KILL_POINTS)}; got {at!r}")
+    run_bench_faults(out_dir, model, source, report_line, points)
     print_results(out_dir / "faults.json", out_dir / "faults.md", as_json)
 
 

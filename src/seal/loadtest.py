@@ -30,7 +30,8 @@ from seal.bench import write_doc, packaged
 from seal.errors import SealError
 from seal.serve.jobs import FINISHED
 from seal.store import Store
-from seal.tenants import new_key, tenant_home
+from seal.text import covers
+from seal.tenants import add_tenant, model_id, new_key, tenant_home
 
 QUESTION = "What does a tide clock show, and how is one built?"
 
@@ -293,6 +294,98 @@ def bench_tenants(out: Path, model: str, source: Path, counts: list[int], max_to
     return summary
 
 
+def answer(server: ServerProcess, tenant: str, question: str) -> dict:
+    """`question` asked closed-book of `tenant`'s current version through `/v1/answers`, as `seal ask` asks."""
+    response = server.post(f"/v1/answers?model={model_id(tenant)}", json={"question": question, "max_tokens": 48})
+    if response.status_code != 200:
+        raise SealError(f"/v1/answers for {tenant} answered {response.status_code}: {response.text[:300]}")
+    return response.json()["data"][0]
+
+
+def bench_adapting(out: Path, model: str, items: list[dict], report: Callable[[str], None]) -> dict:
+    """Tenants adapting and serving at once: one `seal serve --adaptations N` with N fresh tenants, each sent its own
+    document while a client streams chat to each; the stages of every adaptation timed (how long they trained at
+    the same time); then every tenant asked every document's questions closed-book, as `seal ask` asks them. A tenant
+    answers from its own lineage when it answers its own document's questions and not the others'."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"tenant-{index}" for index in range(1, len(items) + 1)]
+    documents = dict(zip(names, (write_doc(out, item) for item in items)))
+    questions = {name: item["questions"] for name, item in zip(names, items)}
+    with tempfile.TemporaryDirectory(prefix="seal-bench-adapting-") as folder:
+        home = Path(folder)
+        keys = {name: add_tenant(home, name) for name in names}
+        server = ServerProcess(home, secrets.token_hex(16), "--model", model, "--adaptations", str(len(names)))
+        stop = threading.Event()
+        replies: dict[str, list[dict]] = {name: [] for name in names}
+
+        def client(name: str) -> None:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys[name]}"},
+                              timeout=600) as http:
+                while not stop.is_set():
+                    replies[name].append(chat_request(http, 16, model_id(name)))
+
+        try:
+            jobs = {name: server.post(f"/v1/adaptations?model={model_id(name)}",
+                                      files={"file": (documents[name].name, documents[name].read_bytes())}).json()
+                    for name in names}
+            streams = [threading.Thread(target=client, args=(name,)) for name in names]
+            for thread in streams:
+                thread.start()
+            report(f"{len(names)} tenants adapting at once")
+            started = time.time()
+            stages: dict[str, dict[str, float]] = {name: {} for name in names}
+            final: dict[str, dict] = {}
+            while len(final) < len(names):
+                for name in set(names) - set(final):
+                    job = server.get(f"/v1/adaptations/{jobs[name]['id']}?model={model_id(name)}").json()
+                    stages[name].setdefault(job["status"], round(time.time() - started, 1))
+                    if job["status"] in FINISHED:
+                        final[name] = job
+                time.sleep(1)
+            stop.set()
+            for thread in streams:
+                thread.join()
+            memory = memory_mib(server.process.pid)
+            report("every tenant asked every document's questions")
+            rows = []
+            for name in names:
+                for owner in names:
+                    answers = [answer(server, name, q["question"]) for q in questions[owner]]
+                    rows.append({"tenant": name, "questions_of": owner, "version": answers[0]["version"],
+                                 "correct": sum(covers(a["answer"], q["answer"])
+                                                for a, q in zip(answers, questions[owner])),
+                                 "asked": len(answers), "answers": [a["answer"] for a in answers]})
+        finally:
+            stop.set()
+            server.stop()
+    spans = [(stages[name].get("training"), stages[name].get("checking")) for name in names]
+    overlap = 0.0  # how long every adaptation was training at once (none if one never trained)
+    if all(None not in span for span in spans):
+        overlap = max(0.0, min(end for _, end in spans) - max(begin for begin, _ in spans))
+    summary = {"model": model, "tenants": len(names),
+               "jobs": {name: {"document": documents[name].name, "status": final[name]["status"],
+                               "version": final[name].get("version"), "reason": final[name].get("reason"),
+                               "stages_at_s": stages[name]} for name in names},
+               "seconds_training_at_once": round(overlap, 1), **memory,
+               "requests": {name: summarize(replies[name]) for name in names},
+               "versions_answering": {name: sorted({r["version"] for r in replies[name] if r["ok"]}) for name in names},
+               "rows": rows}
+    (out / "adapting.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    lines = [f"# {len(names)} tenants adapting and serving at once ({model}, `--adaptations {len(names)}`)", "",
+             "| tenant | document | outcome | stages (s after upload) | chat requests while adapting | failed |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {job['document']} | {job['status']} {job['version'] or ''} | "
+              f"{', '.join(f'{stage} {at}' for stage, at in job['stages_at_s'].items())} | "
+              f"{summary['requests'][name]['requests']} | {summary['requests'][name]['failed']} |"
+              for name, job in summary["jobs"].items()]
+    lines += ["", f"All of them trained at once for {summary['seconds_training_at_once']} s; the server's "
+              f"resident memory afterwards {summary['rss']} MiB (peak {summary['peak']} MiB).", "",
+              "Closed-book answers afterwards, each tenant asked every document's questions:", "",
+              "| tenant | questions of | version answering | correct |", "|---|---|---|---|"]
+    lines += [f"| {r['tenant']} | {r['questions_of']} | {r['version']} | {r['correct']}/{r['asked']} |" for r in rows]
+    (out / "adapting.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
 
 KILL_POINTS = ("generating", "training", "checking", "commit")  # the job's stages, and its adapter being staged
 
@@ -315,74 +408,90 @@ def kept_versions(home: Path) -> dict[str, bool]:
     return whole
 
 
-def bench_faults(out: Path, model: str, source: Path | None, report: Callable[[str], None]) -> dict:
+def kill_once(home: Path, key: str, model: str, point: str, document: Path) -> dict:
+    """Upload `document` to a fresh `seal serve` on `home`, kill it with -9 once its adaptation reaches `point` (or
+    when it finishes first), restart it, and record what the kill cost."""
+    before = kept_versions(home) if (home / "store.sqlite").exists() else {}
+    server = ServerProcess(home, key, "--model", model)
+    job = server.post("/v1/adaptations", files={"file": (document.name, document.read_bytes())}).json()
+    requests: list[dict] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as http:
+            while not stop.is_set():
+                started = time.time()
+                requests.append({**chat_request(http, 16), "started": started, "ended": time.time()})
+
+    streaming = threading.Thread(target=client)
+    streaming.start()
+    upload = time.time()
+    reached = False
+    next_look = upload
+    while server.process.poll() is None:
+        if point == "commit" and staged(home):  # a window of milliseconds: looked for without pause
+            reached = True
+            break
+        if time.time() >= next_look:
+            status = server.get(f"/v1/adaptations/{job['id']}").json()["status"]
+            if status == point or status in FINISHED:
+                reached = status == point
+                break
+            next_look = time.time() + 0.2
+    killed = time.time()
+    server.process.kill()
+    server.process.wait()
+    stop.set()
+    streaming.join()
+    restarted = ServerProcess(home, key, "--model", model)
+    try:
+        settled = restarted.get(f"/v1/adaptations/{job['id']}").json()
+        with httpx.Client(base_url=restarted.url, headers=restarted.headers, timeout=600) as http:
+            after_restart = [chat_request(http, 16) for _ in range(4)]
+        if settled["status"] == "queued":  # killed before it was claimed: it runs now
+            settled = restarted.wait_for(job["id"])
+    finally:
+        restarted.stop()
+    after = kept_versions(home)
+    with sqlite3.connect(home / "store.sqlite") as db:
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    outside = [r for r in requests if r["ended"] < killed - 0.5 and not r["ok"]] + \
+        [r for r in after_restart if not r["ok"]]
+    return {"kill_at": point, "document": document.name, "reached": reached,
+            "seconds_after_upload": round(killed - upload, 1),
+            "job_after_restart": settled["status"], "job_version": settled.get("version"),
+            "job_reason": None if reached else settled.get("reason"),
+            "versions_before": sorted(before), "versions_after": sorted(after),
+            "versions_lost": sum(1 for v in before if not after.get(v)),
+            "store_integrity": integrity, "staging_left": staged(home),
+            "requests_before_kill": len(requests), "requests_after_restart": len(after_restart),
+            "failed_outside_kill": len(outside)}
+
+
+def bench_faults(out: Path, model: str, source: Path | None, report: Callable[[str], None],
+                 points: tuple[str, ...] = KILL_POINTS, attempts: int = 3) -> dict:
     """kill -9 of a real `seal serve` at each stage of an adaptation (generating self-edits, training, checking, and
     while its adapter is staged for the commit), each time with a client streaming replies; then a restart. Counts
     what a kill must never cost: committed versions lost or damaged, a store failing SQLite's integrity check, a job
     left unsettled, requests failing outside the killed window. The store starts as a copy of `source` (so that
-    there are committed versions to lose), else empty."""
+    there are committed versions to lose), else empty. Each of `points` in turn; a stage the adaptation never
+    reached (its document refused before it) is tried again with the next document, up to `attempts` times."""
     out.mkdir(parents=True, exist_ok=True)
-    documents = [write_doc(out, item) for item in packaged("invented_facts.json")[:len(KILL_POINTS)]]
+    documents = iter([write_doc(out, item) for item in packaged("invented_facts.json")])
     rows = []
     with tempfile.TemporaryDirectory(prefix="seal-bench-faults-") as folder:
         home, key = Path(folder) / "home", secrets.token_hex(16)
         if source is not None:
             copy_store(source, home)
-        for point, document in zip(KILL_POINTS, documents):
-            before = kept_versions(home) if (home / "store.sqlite").exists() else {}
-            server = ServerProcess(home, key, "--model", model)
-            job = server.post("/v1/adaptations", files={"file": (document.name, document.read_bytes())}).json()
-            requests: list[dict] = []
-            stop = threading.Event()
-
-            def client(server: ServerProcess = server) -> None:
-                with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as http:
-                    while not stop.is_set():
-                        started = time.time()
-                        requests.append({**chat_request(http, 16), "started": started, "ended": time.time()})
-
-            streaming = threading.Thread(target=client)
-            streaming.start()
-            report(f"kill -9 at {point}")
-            upload = time.time()
-            reached = False
-            next_look = upload
-            while server.process.poll() is None:
-                if point == "commit" and staged(home):  # a window of milliseconds: looked for without pause
-                    reached = True
+        for point in points:
+            for attempt in range(1, attempts + 1):
+                document = next(documents, None)
+                if document is None:
                     break
-                if time.time() >= next_look:
-                    status = server.get(f"/v1/adaptations/{job['id']}").json()["status"]
-                    if status == point or status in FINISHED:
-                        reached = status == point
-                        break
-                    next_look = time.time() + 0.2
-            killed = time.time()
-            server.process.kill()
-            server.process.wait()
-            stop.set()
-            streaming.join()
-            restarted = ServerProcess(home, key, "--model", model)
-            try:
-                settled = restarted.get(f"/v1/adaptations/{job['id']}").json()
-                with httpx.Client(base_url=restarted.url, headers=restarted.headers, timeout=600) as http:
-                    after_restart = [chat_request(http, 16) for _ in range(4)]
-                if settled["status"] == "queued":  # killed before it was claimed: it runs now
-                    settled = restarted.wait_for(job["id"])
-            finally:
-                restarted.stop()
-            after = kept_versions(home)
-            with sqlite3.connect(home / "store.sqlite") as db:
-                integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-            outside = [r for r in requests if r["ended"] < killed - 0.5 and not r["ok"]] + \
-                [r for r in after_restart if not r["ok"]]
-            rows.append({"kill_at": point, "reached": reached, "seconds_after_upload": round(killed - upload, 1),
-                         "job_after_restart": settled["status"], "job_version": settled.get("version"),
-                         "versions_before": sorted(before), "versions_after": sorted(after),
-                         "versions_lost": sum(1 for v in before if not after.get(v)),
-                         "store_integrity": integrity, "staging_left": staged(home),
-                         "requests_before_kill": len(requests), "requests_after_restart": len(after_restart),
-                         "failed_outside_kill": len(outside)})
+                report(f"kill -9 at {point} ({document.name}, attempt {attempt})")
+                rows.append(kill_once(home, key, model, point, document))
+                if rows[-1]["reached"]:
+                    break
     summary = {"model": model, "rows": rows,
                "totals": {"kills": sum(r["reached"] for r in rows),
                           "versions_lost": sum(r["versions_lost"] for r in rows),
@@ -391,14 +500,15 @@ def bench_faults(out: Path, model: str, source: Path | None, report: Callable[[s
                           "failed_outside_kill": sum(r["failed_outside_kill"] for r in rows)}}
     (out / "faults.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     lines = [f"# seal serve killed with -9 at each stage of an adaptation ({model})", "",
-             "| killed at | reached | s after upload | job after restart | versions before / after | lost | store | "
-             "requests before kill / after restart | failed outside the kill |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['kill_at']} | {'yes' if r['reached'] else 'no (finished first)'} | {r['seconds_after_upload']} | "
-              f"{r['job_after_restart']} {r['job_version'] or ''} | {', '.join(r['versions_before']) or '-'} / "
-              f"{', '.join(r['versions_after']) or '-'} | {r['versions_lost']} | {r['store_integrity']} | "
-              f"{r['requests_before_kill']} / {r['requests_after_restart']} | {r['failed_outside_kill']} |"
-              for r in rows]
+             "| killed at | document | reached | s after upload | job after restart | versions before / after | lost | "
+             "store | requests before kill / after restart | failed outside the kill |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['kill_at']} | {r['document']} | "
+              f"{'yes' if r['reached'] else 'no, it ended first: ' + (r['job_reason'] or '')[:80]} | "
+              f"{r['seconds_after_upload']} | {r['job_after_restart']} {r['job_version'] or ''} | "
+              f"{', '.join(r['versions_before']) or '-'} / {', '.join(r['versions_after']) or '-'} | "
+              f"{r['versions_lost']} | {r['store_integrity']} | {r['requests_before_kill']} / "
+              f"{r['requests_after_restart']} | {r['failed_outside_kill']} |" for r in rows]
     lines += ["", "Totals: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["totals"].items())]
     (out / "faults.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
