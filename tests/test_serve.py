@@ -14,6 +14,7 @@ from seal.config import ServeConfig
 from seal.learn import learn
 from seal.loadtest import ServerProcess, drive
 from seal.serve import create_app
+from seal.serve.errors import ApiError
 from seal.serve.jobs import JobQueue
 from seal.store import Store
 
@@ -29,15 +30,32 @@ def Server(home: Path, model: Path, *args: str) -> ServerProcess:
     return ServerProcess(home, KEY, "--model", str(model), *args)
 
 
-@pytest.fixture()
-def server(tmp_path, tiny_model_dir):
-    running = Server(tmp_path / "home", tiny_model_dir, "--watch", str(tmp_path / "inbox"), "--max-upload-bytes",
-                     "4000", "--max-files", "2")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir):
+    """One server for the tests of this module that need no store of their own (a start costs seconds of imports):
+    their assertions are about what each test itself changed (counters as differences, the version it served)."""
+    root = tmp_path_factory.mktemp("serve")
+    running = Server(root / "home", tiny_model_dir, "--watch", str(root / "inbox"), "--max-upload-bytes", "4000",
+                     "--max-files", "2")
     yield running
     running.stop()
 
 
+def metric(server: ServerProcess, sample: str) -> float:
+    """One sample of `/metrics` (e.g. `seal_generations_total{finish="stop"}`), 0 before it was first counted."""
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def serving(server: ServerProcess) -> str:
+    return server.get("/v1/versions").json()["serving"]
+
+
 def test_openai_client_chat_streaming_completions_and_models(server):
+    chats = 'seal_requests_total{path="/v1/chat/completions",status="200"}'
+    before = metric(server, chats)
     client = OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
     assert [m.id for m in client.models.list()] == ["seal"]
     reply = client.chat.completions.create(model="seal", messages=[{"role": "user", "content": "Hello"}], max_tokens=6)
@@ -62,9 +80,8 @@ def test_openai_client_chat_streaming_completions_and_models(server):
             texts[choice.index] += choice.text
     assert [text.strip() for text in texts] == [choice.text for choice in completion.choices]  # both greedy
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == completion.usage.completion_tokens
-    metrics = server.get("/metrics").text
-    assert 'seal_requests_total{path="/v1/chat/completions",status="200"} 3.0' in metrics
-    assert 'seal_current_version{model="seal",version="v0"} 1.0' in metrics
+    assert metric(server, chats) == before + 3
+    assert metric(server, f'seal_current_version{{model="seal",version="{serving(server)}"}}') == 1
 
 
 def test_reads_and_writes_need_the_key(server):
@@ -82,6 +99,7 @@ def test_reads_and_writes_need_the_key(server):
 
 
 def test_bad_uploads_get_a_json_4xx_and_queue_nothing(server):
+    queued = server.get("/v1/adaptations").json()["data"]
     cases = [([("file", ("empty.md", b""))], 400), ([("file", ("x.md", b"\x00\x01ELF"))], 415),
              ([("file", ("latin.md", "caf\xe9 cr\xe8me".encode("latin-1")))], 415),
              ([("file", ("big.md", b"word " * 1000))], 413),
@@ -96,10 +114,12 @@ def test_bad_uploads_get_a_json_4xx_and_queue_nothing(server):
     assert server.get("/v1/nowhere").json()["error"]["message"] == "Not Found"
     bad_json = server.post("/v1/chat/completions", json={"messages": "not a list"})
     assert bad_json.status_code == 400 and "messages" in bad_json.json()["error"]["message"]
-    assert server.get("/v1/adaptations").json()["data"] == []
+    assert server.get("/v1/adaptations").json()["data"] == queued
 
 
 def test_adaptation_end_to_end_then_activation(server):
+    committed = 'seal_adaptations_total{outcome="committed"}'
+    before = metric(server, committed)
     created = server.post("/v1/adaptations", files={"file": ("brellick.md", DOC.encode())})
     assert created.status_code == 202 and created.json()["status"] == "queued"
     job = server.wait_for(created.json()["id"])
@@ -110,15 +130,15 @@ def test_adaptation_end_to_end_then_activation(server):
     if job["status"] == "committed":
         assert versions["current"] == versions["serving"] == job["version"]
         assert server.get("/v1/models").headers["X-Seal-Version"] == job["version"]
-        assert 'seal_adaptations_total{outcome="committed"} 1.0' in server.get("/metrics").text
+        assert metric(server, committed) == before + 1
     activated = server.post("/v1/versions/v0/activate")
     assert activated.status_code == 200 and activated.json()["current"] == "v0"
     assert server.get("/v1/versions").json()["serving"] == "v0"
     assert server.post("/v1/versions/v99/activate").status_code == 404
 
 
-def test_inbox_files_are_adapted_then_moved(server, tmp_path):
-    inbox = tmp_path / "inbox"
+def test_inbox_files_are_adapted_then_moved(server):
+    inbox = server.home.parent / "inbox"
     (inbox / "regulation.md").write_text(DOC)
     (inbox / "scan.md").write_bytes(b"\x00\x00binary")
     for path in inbox.iterdir():
@@ -126,7 +146,7 @@ def test_inbox_files_are_adapted_then_moved(server, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and any(p.is_file() for p in inbox.iterdir()):
         time.sleep(0.5)
-    jobs = {Path(j["inbox_path"]).name: j for j in server.get("/v1/adaptations").json()["data"]}
+    jobs = {Path(j["inbox_path"]).name: j for j in server.get("/v1/adaptations").json()["data"] if j["inbox_path"]}
     assert jobs["scan.md"]["status"] == "failed" and "binary" in jobs["scan.md"]["reason"]
     assert (inbox / "failed" / f"{jobs['scan.md']['id']}-scan.md").exists()
     regulation = jobs["regulation.md"]
@@ -136,8 +156,6 @@ def test_inbox_files_are_adapted_then_moved(server, tmp_path):
 
 def test_restart_resumes_queued_jobs_and_marks_interrupted_ones(tmp_path, tiny_model_dir):
     home = tmp_path / "home"
-    first = Server(home, tiny_model_dir)
-    first.stop()
     document = tmp_path / "doc.md"
     document.write_text(DOC)
     store = Store(home)
@@ -154,6 +172,17 @@ def test_restart_resumes_queued_jobs_and_marks_interrupted_ones(tmp_path, tiny_m
         assert 'seal_adaptations_total{outcome="interrupted"} 1.0' in second.get("/metrics").text
     finally:
         second.stop()
+
+
+def test_a_full_queue_refuses_uploads_with_a_429_until_a_job_is_claimed(tmp_path):
+    queue = JobQueue(Store(tmp_path / "home"), ServeConfig(home=tmp_path / "home", api_key=KEY, max_queued=2))
+    for name in ("a.md", "b.md"):
+        queue.submit([(name, DOC.encode())], "api")
+    with pytest.raises(ApiError) as refused:
+        queue.submit([("c.md", DOC.encode())], "api")
+    assert (refused.value.status, refused.value.code, queue.queued()) == (429, "queue_full", 2)
+    assert queue.claim().status == "generating" and queue.queued() == 1
+    assert queue.submit([("c.md", DOC.encode())], "api").status == "queued"
 
 
 def test_requests_never_fail_across_a_swap(tmp_path, tiny_model_dir, facts_file):
@@ -188,6 +217,7 @@ def test_values_openai_refuses_are_400s_and_the_key_is_checked_before_the_body(s
         body = {"model": "seal", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, **fields}
         return server.post("/v1/chat/completions", json=body)
 
+    served = serving(server)
     refused = {"seed 2^64": chat(seed=2**64), "temperature 5": chat(temperature=5), "temperature -1": chat(temperature=-1),
                "top_p 0": chat(top_p=0), "top_p 1.5": chat(top_p=1.5), "n 2": chat(n=2),
                "a wizard's turn": chat(messages=[{"role": "wizard", "content": "Hi"}]),
@@ -196,7 +226,7 @@ def test_values_openai_refuses_are_400s_and_the_key_is_checked_before_the_body(s
                                               headers={**AUTH, "Content-Type": "application/json"})}
     for case, response in refused.items():
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error", case
-        assert response.headers["X-Seal-Version"] == "v0", case
+        assert response.headers["X-Seal-Version"] == served, case
     unknown = chat(model="gpt-4")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
     long = chat(messages=[{"role": "user", "content": "tide " * 1100}])  # the tiny model's context is 1024
@@ -298,6 +328,8 @@ def test_a_bug_is_answered_as_a_counted_json_500(tmp_path, tiny_model_dir):
 
 
 def test_a_client_leaving_mid_stream_frees_its_row(server):
+    cancelled = 'seal_generations_total{finish="cancelled"}'
+    before = metric(server, cancelled)
     body = {"model": "seal", "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 512,
             "stream": True}
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
@@ -305,10 +337,9 @@ def test_a_client_leaving_mid_stream_frees_its_row(server):
         assert next(lines).startswith("data: ") and next(lines) == ""
     # the connection is closed after the first chunk; the server notices and drops the request from the batch
     deadline = time.time() + 30
-    while time.time() < deadline and 'seal_generations_total{finish="cancelled"} 1.0' not in server.get("/metrics").text:
+    while time.time() < deadline and metric(server, cancelled) == before:
         time.sleep(0.2)
-    metrics = server.get("/metrics").text
-    assert 'seal_generations_total{finish="cancelled"} 1.0' in metrics and "seal_requests_decoding 0.0" in metrics
+    assert metric(server, cancelled) == before + 1 and metric(server, "seal_requests_decoding") == 0
 
 
 def test_killed_mid_training_and_mid_stream_then_restarted_loses_nothing(tmp_path, tiny_model_dir, facts_file):

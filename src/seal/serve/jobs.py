@@ -75,6 +75,10 @@ class JobQueue:
                                    "ORDER BY seq", statuses)
         return [self._job(row) for row in rows]
 
+    def queued(self) -> int:
+        """How many jobs wait to be claimed."""
+        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+
     def from_inbox(self, inbox_path: str, sha256: str) -> Job | None:
         """The job already recorded for this inbox file with this content, if any."""
         rows = self.db.execute("SELECT * FROM jobs WHERE inbox_path = ? ORDER BY seq", (inbox_path,))
@@ -133,7 +137,7 @@ class JobQueue:
         if len(files) > self.config.max_files:
             raise ApiError(400, f"{len(files)} documents in one adaptation; the limit is {self.config.max_files}",
                            code="too_many_files")
-        if len(self.jobs(("queued",))) >= self.config.max_queued:
+        if self.queued() >= self.config.max_queued:
             raise ApiError(429, f"{self.config.max_queued} adaptations are already queued; try again later",
                            "rate_limit_error", "queue_full")
         hashes = []

@@ -93,7 +93,7 @@ class SealServer:
         self.base: LM | None = None  # the base model that earlier versions are put on to be asked (`reading`)
         self.read_lock = threading.Lock()
         self.metrics.queued.set_function(  # read when scraped
-            lambda: sum(len(t.queue.jobs(("queued",))) for t in list(self.tenants.values())))
+            lambda: sum(t.queue.queued() for t in list(self.tenants.values())))
         self.metrics.decoding.set_function(lambda: self.scheduler.in_flight)
         self.housekeeper = threading.Thread(target=self._housekeeping, name="seal-tenants", daemon=True)
 
