@@ -29,11 +29,13 @@ demo: install
 	@printf "after learning (current version): " && SEAL_HOME=$(DEMO_HOME) $(SEAL) ask "$(DEMO_QUESTION)"
 	SEAL_HOME=$(DEMO_HOME) $(SEAL) history
 
+# One test file per worker process, as many workers as cores, each torch on one thread (two torch processes that
+# each take every core slow both down many times over); most of the suite waits on server processes and imports.
+test: install browser
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile tests
+
 # The console's browser test drives Debian's Chromium (Playwright's own download is never used); it is installed
 # here where it is missing and we may (root with apt-get), else that one test skips and says why.
-test: install browser
-	$(PY) -m pytest -q tests
-
 browser:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
