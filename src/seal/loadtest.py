@@ -438,6 +438,8 @@ def kill_once(home: Path, key: str, model: str, point: str, document: Path) -> d
                 reached = status == point
                 break
             next_look = time.time() + 0.2
+        if point != "commit":  # only the commit's window needs looking without pause; the others wait for the look
+            time.sleep(max(0.0, next_look - time.time()))
     killed = time.time()
     server.process.kill()
     server.process.wait()
