@@ -31,8 +31,11 @@ demo: install
 
 # One test file per worker process, as many workers as cores, each torch on one thread (two torch processes that
 # each take every core slow both down many times over); most of the suite waits on server processes and imports.
+# Then the tests that drive the embedded model, alone with every core: at one thread beside the other workers its
+# `seal learn` ran past 15 minutes.
 test: install browser
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile -m "not embedded" tests
+	$(PY) -m pytest -q -m embedded tests
 
 # The console's browser test drives Debian's Chromium (Playwright's own download is never used); it is installed
 # here where it is missing and we may (root with apt-get), else that one test skips and says why.
