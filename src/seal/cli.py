@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from seal.routing import lineage_modules, lineage_of
 from seal.runs import RunFolder
 from seal.store import Store, seal_home
 from seal.tenants import add_tenant, model_id, new_key, open_tenant, tenant_names
+
+if TYPE_CHECKING:
+    from seal.arc.solve import Solved
 
 # Commands that only read the store (history, show, rollback) import nothing heavy: torch, transformers and
 # matplotlib load inside the commands that use them.
@@ -249,6 +252,68 @@ def ask(
         out.print_json(json.dumps({"version": vid, "question": question, "answer": answer}))
     else:
         out.print(answer, highlight=False)
+
+
+@app.command()
+@friendly
+def solve(
+    task_file: Annotated[Path, typer.Argument(help="An ARC task (JSON: train pairs, test inputs), or a file of tasks "
+                                                   "by id (ARC's challenges file).")],
+    recipe_given: Annotated[Optional[str], typer.Option("--recipe", help="Train by this recipe instead of one the "
+                                                                         "model writes: a JSON file, or plain, "
+                                                                         "default, every-view.")] = None,
+    in_context: Annotated[bool, typer.Option("--in-context", help="No training: the examples in the prompt "
+                                                                   "only.")] = False,
+    solutions: Annotated[Optional[Path], typer.Option(help="ARC's solutions file for a challenges file: each "
+                                                           "answer is then graded.")] = None,
+    task_id: Annotated[Optional[str], typer.Option("--task", help="Only this task of a file of tasks.")] = None,
+    keep: Annotated[Optional[Path], typer.Option(help="Keep each task's adapter in this folder (otherwise it is "
+                                                      "dropped).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Learn a task from its few examples (test-time training by a recipe) and answer its test inputs."""
+    from seal.arc.recipes import read_recipe
+    from seal.arc.tasks import grid_text, load_tasks
+
+    if recipe_given and in_context:
+        raise SealError("--recipe and --in-context exclude each other")
+    tasks = load_tasks(task_file, solutions)
+    if task_id is not None:
+        tasks = [t for t in tasks if t.name == task_id]
+        if not tasks:
+            raise SealError(f"no task {task_id!r} in {task_file}")
+    recipe = read_recipe(recipe_given) if recipe_given else None
+    from seal.arc.solve import solve_tasks  # torch: only once the input is known to be good
+
+    with err.status(f"solving {len(tasks)} task{'s' if len(tasks) > 1 else ''}"):
+        results = solve_tasks(tasks, model, device, recipe, seed, keep, in_context)
+    if as_json:
+        out.print_json(json.dumps([solved_json(r) for r in results]))
+        return
+    for r in results:
+        how = ("in context" if r.recipe is None else "recipe " + json.dumps(r.recipe.to_json())
+               + (" (written by the model)" if r.written and not r.written.rejected else ""))
+        out.print(f"[bold]{r.task}[/bold]: {how}", highlight=False)
+        if r.written and r.written.rejected:
+            out.print(f"  the model's recipe was rejected ({r.written.rejected}); the default was used",
+                      highlight=False)
+        for k, answer in enumerate(r.answers):
+            verdict = "" if r.correct is None else ("  correct" if r.correct[k] else "  wrong")
+            out.print(f"  test {k}: {answer.votes} of {answer.asked} views agree{verdict}", highlight=False)
+            for line in (grid_text(answer.grid) if answer.grid else "(no grid)").splitlines():
+                out.print("    " + line, highlight=False)
+
+
+def solved_json(r: Solved) -> dict:
+    """What `seal solve --json` prints for a task."""
+    return {"task": r.task, "recipe": r.recipe.to_json() if r.recipe else None,
+            "written": ({"text": r.written.text, "rejected": r.written.rejected} if r.written else None),
+            "answers": [{"grid": a.grid, "votes": a.votes, "views": a.asked} for a in r.answers],
+            "correct": r.correct, "seconds": r.seconds,
+            "training": asdict(r.training) if r.training else None}
 
 
 @app.command()
@@ -850,6 +915,33 @@ def positive_ints(text: str, option: str) -> list[int]:
     if not numbers or min(numbers) < 1:
         raise SealError(f"{option} {text!r}: give whole numbers of at least 1, comma-separated, e.g. 1,8")
     return numbers
+
+
+@bench_app.command("arc")
+@friendly
+def bench_arc(
+    data: Annotated[str, typer.Option(help="ARC tasks: a challenges file of tasks by id, or one task file.")],
+    solutions: Annotated[Optional[str], typer.Option(help="ARC's solutions file for the challenges file.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder; rerun with the same folder to "
+                                                        "resume.")] = Path("runs/bench-arc"),
+    conditions: Annotated[str, typer.Option(help="Comma-separated: in-context, recipe:NAME (plain, default, "
+                                                 "every-view), sampled (recipes the model writes), policy:PATH "
+                                                 "(recipes a trained writer writes).")] = "in-context,recipe:default",
+    tasks: Annotated[str, typer.Option(help="Comma-separated task ids (default: every task of the file).")] = "",
+    samples: Annotated[int, typer.Option(min=1, help="Recipes written per task (sampled, policy).")] = 3,
+    seed: Annotated[int, typer.Option()] = 0,
+    model: Annotated[str, typer.Option()] = EMBEDDED,
+    device: Annotated[str, typer.Option()] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """SEAL's few-shot domain: tasks solved in context, by fixed recipes and by recipes the model writes."""
+    from seal.arc.bench import ArcBenchConfig, run_arc_bench, write_results
+
+    config = ArcBenchConfig(data=data, solutions=solutions, conditions=_split(conditions), tasks=_split(tasks),
+                            samples=samples, seed=seed, model=model, device=device)
+    run_arc_bench(out_dir, config, report_line)
+    write_results(out_dir, config)
+    print_results(out_dir / "arc.json", out_dir / "arc.md", as_json)
 
 
 @bench_app.command("knowledge")

@@ -1,0 +1,167 @@
+"""Test-time training on a task's own examples, and the answer voted over views of the grid.
+
+Training texts are leave-one-out tasks: each training pair in turn is the query and the others its examples, under
+every view the recipe names (a view is applied to every grid of the text, so the rule is kept, seen from another
+side). The answer is asked under the same views; each reply is parsed, turned back, and the grid most views agree on
+wins (the task as given breaks ties)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seal import model as lm_ops
+from seal.arc.recipes import RECIPE_START, Recipe, WrittenRecipe, recipe_request, written
+from seal.arc.tasks import MAX_SIDE, Grid, Task, grid_text, parse_grid, unview, view
+from seal.config import AdapterConfig, UpdateConfig
+from seal.model import LM
+from seal.update import Sequence, TrainStats, attach_trainable_adapter, train
+
+TEXT_TOKENS = 2048  # the longest training or asking text: examples are left out of a task's text until it fits
+RECIPE_TOKENS = 96  # a recipe's JSON is about 40 tokens
+
+
+def task_text(examples: list[tuple[Grid, Grid]], query: Grid) -> str:
+    shown = "".join(f"Input:\n{grid_text(i)}\nOutput:\n{grid_text(o)}\n\n" for i, o in examples)
+    return f"Each input grid becomes its output grid by the same rule.\n\n{shown}Input:\n{grid_text(query)}\nOutput:"
+
+
+def reply_tokens(grids: list[Grid]) -> int:
+    """Room for an answer grid: a quarter more than the largest of these grids (one token per cell and per line)."""
+    largest = max(len(g) * (len(g[0]) + 1) for g in grids)
+    return min(MAX_SIDE * (MAX_SIDE + 1), largest + largest // 4 + 4)
+
+
+def fitted_prompt(lm: LM, examples: list[tuple[Grid, Grid]], query: Grid, room: int) -> str:
+    """The chat prompt of a task's text, with examples left out from the end until it and `room` tokens of reply fit
+    in TEXT_TOKENS (a task with large grids keeps fewer examples)."""
+    kept = list(examples)
+    while True:
+        prompt = lm.chat_prompt([{"role": "user", "content": task_text(kept, query)}])
+        if not kept or len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + room <= TEXT_TOKENS:
+            return prompt
+        kept.pop()
+
+
+def viewed_pairs(task: Task, name: str) -> list[tuple[Grid, Grid]]:
+    return [(view(i, name), view(o, name)) for i, o in task.train]
+
+
+def leave_one_out(lm: LM, task: Task, recipe: Recipe) -> list[Sequence]:
+    """The recipe's training texts: every training pair as the query of the others, under every view."""
+    eos = lm.tokenizer.eos_token or ""
+    sequences = []
+    for name in recipe.views:
+        pairs = viewed_pairs(task, name)
+        for k, (query, answer) in enumerate(pairs):
+            reply = grid_text(answer)
+            room = len(lm.tokenizer(reply, add_special_tokens=False)["input_ids"]) + 1
+            prompt = fitted_prompt(lm, pairs[:k] + pairs[k + 1:], query, room)
+            sequences.append(Sequence(prompt + reply + eos, reply_only=recipe.loss == "output"))
+    return sequences
+
+
+def train_at_test_time(lm: LM, task: Task, recipe: Recipe, seed: int = 0) -> TrainStats:
+    """A fresh LoRA adapter (the project's one configuration) trained on the recipe's texts."""
+    torch.manual_seed(seed)  # the adapter's initial weights
+    attach_trainable_adapter(lm, AdapterConfig())
+    # pack_tokens=0: one text per step, never two tasks' texts run together
+    config = UpdateConfig(lr=recipe.learning_rate, epochs=recipe.epochs, max_tokens=TEXT_TOKENS, pack_tokens=0,
+                          seed=seed)
+    return train(lm, leave_one_out(lm, task, recipe), config)
+
+
+@dataclass
+class Answer:
+    grid: Grid | None  # the voted grid; None when no view gave one
+    votes: int  # how many views gave it
+    asked: int  # how many views were asked
+    replies: list[str] = field(default_factory=list)  # each view's reply, in the order asked
+
+
+def vote(grids: list[Grid | None]) -> tuple[Grid | None, int]:
+    """The grid most entries agree on, the earliest breaking ties; None entries have no vote."""
+    counts = Counter(tuple(map(tuple, g)) for g in grids if g is not None)
+    if not counts:
+        return None, 0
+    best = max(counts.values())
+    winner = next(g for g in grids if g is not None and counts[tuple(map(tuple, g))] == best)
+    return winner, best
+
+
+def predict(lm: LM, task: Task, views: list[str]) -> list[Answer]:
+    """Each test input asked under every view (greedy, one batch), turned back and voted."""
+    room = reply_tokens([o for _, o in task.train] + task.test)
+    answers = []
+    for test in task.test:
+        prompts = [fitted_prompt(lm, viewed_pairs(task, name), view(test, name), room) for name in views]
+        replies = lm_ops.generate(lm, prompts, max_new_tokens=room, batch_size=len(prompts))
+        grids = []
+        for name, reply in zip(views, replies):
+            grid = parse_grid(reply)
+            grids.append(unview(grid, name) if grid is not None else None)
+        grid, votes = vote(grids)
+        answers.append(Answer(grid, votes, len(views), replies))
+    return answers
+
+
+def write_recipes(lm: LM, task: Task, samples: int = 1, temperature: float = 0.0,
+                  seed: int = 0) -> list[WrittenRecipe]:
+    """Recipes the model writes for the task (greedy, or `samples` sampled); one it gets wrong becomes the default
+    recipe, with the reason."""
+    prompt = lm.chat_prompt([{"role": "user", "content": recipe_request(task)}]) + RECIPE_START
+    replies = lm_ops.generate(lm, [prompt] * samples, max_new_tokens=RECIPE_TOKENS, temperature=temperature,
+                              seed=seed, batch_size=samples)
+    return [written(RECIPE_START + reply) for reply in replies]
+
+
+@dataclass
+class Solved:
+    task: str
+    recipe: Recipe | None  # None: asked in context, no training
+    answers: list[Answer]
+    correct: list[bool] | None  # per test input, when the solutions are known
+    training: TrainStats | None
+    seconds: dict[str, float]
+    written: WrittenRecipe | None = None  # the model's own recipe, when it wrote the one used
+
+    @property
+    def solved(self) -> bool | None:
+        return None if self.correct is None else all(self.correct)
+
+
+def solve(lm: LM, task: Task, recipe: Recipe | None, seed: int = 0, keep: Path | None = None,
+          written_by_model: WrittenRecipe | None = None) -> Solved:
+    """Train `lm` on the task by the recipe (none: answer in context), answer its test inputs, grade them when the
+    solutions are known. `lm` carries the task's adapter afterwards; `keep` saves it to a folder."""
+    seconds = {}
+    training = None
+    if recipe is not None:
+        start = time.perf_counter()
+        training = train_at_test_time(lm, task, recipe, seed)
+        seconds["training"] = round(time.perf_counter() - start, 2)
+        if keep is not None:
+            lm.model.save_pretrained(str(keep))
+    start = time.perf_counter()
+    answers = predict(lm, task, recipe.views if recipe else ["identity"])
+    seconds["predicting"] = round(time.perf_counter() - start, 2)
+    correct = ([a.grid == truth for a, truth in zip(answers, task.solutions)]
+               if task.solutions is not None else None)
+    return Solved(task.name, recipe, answers, correct, training, seconds, written_by_model)
+
+
+def solve_tasks(tasks: list[Task], model: str, device: str = "auto", recipe: Recipe | None = None, seed: int = 0,
+                keep: Path | None = None, in_context: bool = False) -> list[Solved]:
+    """`seal solve`: each task on a fresh copy of the base model, by the given recipe, else by the recipe the model
+    writes for it (greedy), else (`in_context`) with no training. `keep` is a folder for the task adapters."""
+    results = []
+    for task in tasks:
+        lm = lm_ops.load(model, device=device)
+        mine = None if recipe is not None or in_context else write_recipes(lm, task)[0]
+        used = None if in_context else (recipe or mine.recipe)
+        results.append(solve(lm, task, used, seed, keep / task.name if keep and used else None, mine))
+    return results

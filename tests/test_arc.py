@@ -1,0 +1,205 @@
+"""ARC: task files, grids as text, views and their inverses, voting, recipes, leave-one-out texts, and test-time
+training on the tiny model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seal import model as lm_ops
+from seal.arc.recipes import DEFAULT_RECIPE, BadRecipe, Recipe, check_recipe, parse_recipe, read_recipe, written
+from seal.arc.solve import leave_one_out, predict, solve, train_at_test_time, vote
+from seal.arc.tasks import VIEWS, BadTask, grid_text, load_tasks, parse_grid, parse_task, unview, view
+from seal.errors import SealError
+from seal.update import IGNORE, reply_marker, tokenize
+
+SEAL = str(Path(sys.executable).with_name("seal"))
+
+# Swap colours 1 and 2: an easy rule, the same from every side.
+SWAP = {"train": [{"input": [[1, 2, 0], [0, 1, 2]], "output": [[2, 1, 0], [0, 2, 1]]},
+                  {"input": [[2, 2], [1, 0]], "output": [[1, 1], [2, 0]]},
+                  {"input": [[0, 1], [1, 1], [2, 0]], "output": [[0, 2], [2, 2], [1, 0]]}],
+        "test": [{"input": [[1, 0], [2, 1]], "output": [[2, 0], [1, 2]]}]}
+
+
+def test_grid_text_round_trip_with_one_token_per_cell(tiny_model_dir):
+    grid = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 0]]
+    text = grid_text(grid)
+    assert text == "0123\n4567\n8900"
+    assert parse_grid(text) == grid
+    tokenizer = lm_ops.load(str(tiny_model_dir)).tokenizer
+    pieces = [tokenizer.decode([t]) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert pieces == ["0", "1", "2", "3", "\n", "4", "5", "6", "7", "\n", "8", "9", "0", "0"]
+
+
+@pytest.mark.parametrize("reply", ["", "12\n1", "1a\n22", "the grid", "12\n\n34x"])
+def test_a_reply_that_is_not_a_grid_parses_to_none(reply):
+    assert parse_grid(reply) is None
+
+
+@pytest.mark.parametrize("name", list(VIEWS))
+def test_every_view_is_undone_by_its_inverse(name):
+    grid = [[1, 2, 3], [4, 5, 6]]  # not square, so a transpose and a rotation can be told apart
+    assert unview(view(grid, name), name) == grid
+    assert (view(grid, name) != grid) == (name != "identity")
+
+
+def test_views_are_the_eight_symmetries_of_the_square():
+    grid = [[1, 2], [3, 4]]
+    assert view(grid, "rotate90") == [[3, 1], [4, 2]]  # clockwise
+    assert view(grid, "flip_horizontal") == [[2, 1], [4, 3]]
+    assert view(grid, "flip_vertical") == [[3, 4], [1, 2]]
+    assert view(grid, "antitranspose") == [[4, 2], [3, 1]]
+    assert len({json.dumps(view(grid, name)) for name in VIEWS}) == 8
+
+
+def test_vote_takes_the_most_common_grid_and_the_earliest_on_a_tie():
+    a, b = [[1]], [[2]]
+    assert vote([None, b, a, b]) == (b, 2)
+    assert vote([a, b]) == (a, 1)
+    assert vote([None, None]) == (None, 0)
+
+
+def test_recipes_are_checked_before_training():
+    recipe = parse_recipe('Here: {"augmentations": ["transpose", "transpose"], "learning_rate": 0.001, '
+                          '"epochs": 1, "loss": "all"} done')
+    assert recipe == Recipe(("transpose",), 0.001, 1, "all")
+    assert recipe.views == ["identity", "transpose"]
+    for bad, reason in [('{"augmentations": ["shear"]}', "unknown augmentation 'shear'"),
+                        ('{"learning_rate": 0.5}', "learning_rate"), ('{"epochs": 9}', "epochs"),
+                        ('{"epochs": 1.5}', "epochs"), ('{"loss": "input"}', "loss"), ('{"batch": 4}', "unknown key"),
+                        ('{"augmentations": "rotate90"}', "list"), ("no recipe here", "no JSON object"),
+                        ('{"epochs": 2,}', "not valid JSON")]:
+        with pytest.raises(BadRecipe, match=reason):
+            parse_recipe(bad)
+    assert read_recipe("every-view").views == list(VIEWS)
+    rejected = written('{"augmentations": ["melt"]}')
+    assert rejected.recipe == DEFAULT_RECIPE and "melt" in rejected.rejected
+    assert check_recipe({}) == DEFAULT_RECIPE
+
+
+def test_task_files_are_checked_with_the_task_and_grid_named(tmp_path):
+    def bad(raw: dict) -> str:
+        with pytest.raises(BadTask) as caught:
+            parse_task("t1", raw)
+        return str(caught.value)
+
+    one = [{"input": [[1]]}]
+    assert "t1 train[0].output: ragged" in bad({"train": [{"input": [[1]], "output": [[1, 2], [3]]}], "test": one})
+    assert "colour 12" in bad({"train": [{"input": [[12]], "output": [[1]]}], "test": [{"input": [[1]]}]})
+    assert "no training pairs" in bad({"train": [], "test": [{"input": [[1]]}]})
+    assert "31x1 is larger" in bad({"train": [{"input": [[1]] * 31, "output": [[1]]}], "test": [{"input": [[1]]}]})
+    assert "test[0] has no input" in bad({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"output": [[1]]}]})
+    challenges, answers = tmp_path / "challenges.json", tmp_path / "solutions.json"
+    challenges.write_text(json.dumps({"a1": {k: SWAP[k] for k in ("train",)} | {"test": [{"input": [[1]]}]}}))
+    answers.write_text(json.dumps({"a1": [[[2]]]}))
+    (task,) = load_tasks(challenges, answers)
+    assert task.name == "a1" and task.solutions == [[[2]]] and len(task.train) == 3
+
+
+def test_leave_one_out_texts_cover_every_pair_under_every_view(tiny_model_dir):
+    lm = lm_ops.load(str(tiny_model_dir))
+    task = parse_task("swap", SWAP)
+    recipe = Recipe(("transpose",), 1e-3, 1, "output")
+    sequences = leave_one_out(lm, task, recipe)
+    assert len(sequences) == 2 * 3 and all(s.reply_only for s in sequences)
+    marker = reply_marker(lm)
+    replies = {s.text.rsplit(marker, 1)[1].removesuffix(lm.tokenizer.eos_token) for s in sequences}
+    assert replies == {grid_text(view(o, name)) for _, o in task.train for name in ("identity", "transpose")}
+    first = sequences[0].text  # the first pair is the query: the other two are its examples, not itself
+    assert grid_text(task.train[1][0]) in first and grid_text(task.train[2][0]) in first
+    assert first.count("Input:") == 3
+    ids, labels = tokenize(lm, first, 2048, marker)
+    learned = lm.tokenizer.decode([t for t, lab in zip(ids, labels) if lab != IGNORE])
+    assert learned.startswith(grid_text(task.train[0][1]))
+    assert len(leave_one_out(lm, task, Recipe((), 1e-3, 1, "all"))) == 3
+    assert not any(s.reply_only for s in leave_one_out(lm, task, Recipe((), 1e-3, 1, "all")))
+
+
+def test_training_at_test_time_on_the_tiny_model_learns_the_examples(tiny_model_dir, tmp_path):
+    lm = lm_ops.load(str(tiny_model_dir))
+    task = parse_task("swap", SWAP)
+    recipe = Recipe(("rotate180",), 5e-3, 3, "output")
+    stats = train_at_test_time(lm, task, recipe, seed=0)
+    assert stats.steps == 2 * 3 * 3  # views x pairs x epochs, one text per step
+    assert stats.final_loss < stats.first_loss
+    (answer,) = predict(lm, task, recipe.views)
+    assert answer.asked == 2 and len(answer.replies) == 2
+    result = solve(lm_ops.load(str(tiny_model_dir)), task, recipe, seed=0, keep=tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert result.correct == [result.answers[0].grid == [[2, 0], [1, 2]]]
+    assert set(result.seconds) == {"training", "predicting"}
+
+
+def test_seal_solve_rejects_bad_input_in_one_line(tmp_path, tiny_model_dir):
+    ragged = tmp_path / "ragged.json"
+    ragged.write_text(json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": [{"input": [[1]]}]}))
+    task = tmp_path / "swap.json"
+    task.write_text(json.dumps(SWAP))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"augmentations": ["melt"]}')
+    for args, message in [([str(ragged)], "task ragged train[0].input: ragged grid"),
+                          ([str(task), "--recipe", str(recipe)], "unknown augmentation 'melt'"),
+                          ([str(task), "--task", "other"], "no task 'other'"),
+                          ([str(tmp_path / "missing.json")], "cannot read")]:
+        result = subprocess.run([SEAL, "solve", *args, "--model", str(tiny_model_dir)], capture_output=True, text=True)
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_seal_solve_runs_a_recipe_and_reports_it(tmp_path, tiny_model_dir):
+    task = tmp_path / "swap.json"
+    task.write_text(json.dumps(SWAP))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"augmentations": ["flip_vertical"], "learning_rate": 0.001, "epochs": 1}')
+    result = subprocess.run([SEAL, "solve", str(task), "--recipe", str(recipe), "--model", str(tiny_model_dir),
+                             "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (solved,) = json.loads(result.stdout)
+    assert solved["recipe"]["augmentations"] == ["flip_vertical"] and solved["written"] is None
+    assert solved["training"]["steps"] == 2 * 3 and solved["answers"][0]["views"] == 2
+    assert solved["correct"] == [solved["answers"][0]["grid"] == [[2, 0], [1, 2]]]
+    written_by_model = subprocess.run([SEAL, "solve", str(task), "--model", str(tiny_model_dir), "--json"],
+                                      capture_output=True, text=True)
+    assert written_by_model.returncode == 0, written_by_model.stderr
+    (solved,) = json.loads(written_by_model.stdout)
+    # The tiny random model writes no valid recipe: the default is used, and the reason kept.
+    assert solved["written"]["rejected"] and solved["recipe"] == DEFAULT_RECIPE.to_json()
+
+
+def test_bench_arc_runs_every_condition_once_and_resumes(tmp_path, tiny_model_dir):
+    from seal.arc.bench import ArcBenchConfig, run_arc_bench, write_results
+
+    challenges, answers = tmp_path / "challenges.json", tmp_path / "solutions.json"
+    swap = {k: SWAP[k] for k in ("train",)} | {"test": [{"input": SWAP["test"][0]["input"]}]}
+    challenges.write_text(json.dumps({"swap": swap, "swap2": swap}))
+    answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "swap2": [SWAP["test"][0]["output"]]}))
+    config = ArcBenchConfig(data=str(challenges), solutions=str(answers), tasks=["swap"],
+                            conditions=["in-context", "recipe:plain", "sampled"], samples=2, model=str(tiny_model_dir))
+    lines: list[str] = []
+    records = run_arc_bench(tmp_path / "run", config, lines.append)
+    assert sorted(r["key"] for r in records) == ["in-context/swap/0", "recipe:plain/swap/0", "sampled/swap/0",
+                                                 "sampled/swap/1"]
+    sampled = [r for r in records if r["condition"] == "sampled"]
+    assert all(r["written"] is not None and r["rejected"] for r in sampled)  # the tiny model writes no recipe
+    assert next(r for r in records if r["condition"] == "in-context")["steps"] == 0
+    assert next(r for r in records if r["condition"] == "recipe:plain")["steps"] == 3 * 3
+    assert run_arc_bench(tmp_path / "run", config, lines.append) == records and len(lines) == 4  # nothing redone
+    summary = write_results(tmp_path / "run", config)
+    assert summary["conditions"]["sampled"]["runs"] == 2 and summary["conditions"]["sampled"]["recipes_rejected"] == 2
+    assert summary["per_task"]["swap"]["sampled"].endswith("/2")
+    assert "| in-context |" in (tmp_path / "run" / "arc.md").read_text()
+    assert (tmp_path / "run" / "predictions.png").stat().st_size > 1000
+
+
+def test_bench_arc_rejects_unknown_conditions_and_ungraded_tasks(tmp_path):
+    from seal.arc.bench import ArcBenchConfig, run_arc_bench
+
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"train": SWAP["train"], "test": [{"input": [[1]]}]}))
+    with pytest.raises(SealError, match="unknown condition 'recipe:fast'"):
+        run_arc_bench(tmp_path / "run", ArcBenchConfig(data=str(task), conditions=["recipe:fast"]), print)
+    with pytest.raises(SealError, match="task task has no solutions"):
+        run_arc_bench(tmp_path / "run", ArcBenchConfig(data=str(task)), print)
