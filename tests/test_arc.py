@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from seal import model as lm_ops
-from seal.arc.recipes import DEFAULT_RECIPE, BadRecipe, Recipe, check_recipe, parse_recipe, read_recipe, written
+from seal.arc.recipes import (
+    DEFAULT_RECIPE,
+    RECIPE_START,
+    BadRecipe,
+    Recipe,
+    check_recipe,
+    parse_recipe,
+    read_recipe,
+    written,
+)
 from seal.arc.solve import leave_one_out, predict, solve, train_at_test_time, vote
 from seal.arc.tasks import VIEWS, BadTask, grid_text, load_tasks, parse_grid, parse_task, unview, view
 from seal.errors import SealError
@@ -203,3 +212,55 @@ def test_bench_arc_rejects_unknown_conditions_and_ungraded_tasks(tmp_path):
         run_arc_bench(tmp_path / "run", ArcBenchConfig(data=str(task), conditions=["recipe:fast"]), print)
     with pytest.raises(SealError, match="task task has no solutions"):
         run_arc_bench(tmp_path / "run", ArcBenchConfig(data=str(task)), print)
+
+
+def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
+    """ReST-EM over recipes on the tiny model. Its own recipes are never valid, so the writer is made to write a
+    valid one for one task and invalid JSON for the other: only a valid recipe is trained, only a solving one is
+    kept for SFT, and a resumed run redoes nothing."""
+    from seal.arc import policy
+
+    good = '{"augmentations": ["identity"], "learning_rate": 0.001, "epochs": 1, "loss": "output"}'
+
+    def fake_writer(lm, task, samples, temperature, seed):
+        text = good if task.name == "swap" else '{"augmentations": ["melt"'
+        return [written(text) for _ in range(samples)]
+
+    solved_tasks = []
+
+    def fake_solve(lm, task, recipe, seed):
+        solved_tasks.append(task.name)
+        result = solve(lm, task, recipe, seed)
+        result.correct = [True]  # the tiny model cannot solve it; the reward path is what is tested
+        return result
+
+    monkeypatch.setattr(policy, "write_recipes", fake_writer)
+    monkeypatch.setattr(policy, "solve", fake_solve)
+    challenges, answers = tmp_path / "train.json", tmp_path / "solutions.json"
+    swap = {"train": SWAP["train"], "test": [{"input": SWAP["test"][0]["input"]}]}
+    challenges.write_text(json.dumps({"swap": swap, "other": swap}))
+    answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "other": [SWAP["test"][0]["output"]]}))
+    config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=2, rounds=1,
+                                    model=str(tiny_model_dir))
+    summary = policy.run_arc_policy(tmp_path / "run", config)
+    (first,) = summary["rounds"]
+    assert solved_tasks == ["swap", "swap"]  # the invalid recipes never reached training
+    assert (first["recipes_valid"], first["recipes"], first["recipes_solved"], first["tasks_solved"]) == (2, 4, 2, 1)
+    assert first["examples"] == 1  # the same recipe twice is one SFT example
+    assert policy.recipe_completion(good + "\nand some words") == good[len(RECIPE_START):]
+    lineage = json.loads((tmp_path / "run" / "round-1" / "lineage.json").read_text())
+    assert lineage["domain"] == "arc" and lineage["train_tasks"] == ["swap", "other"]
+    policy.run_arc_policy(tmp_path / "run", config)
+    assert solved_tasks == ["swap", "swap"]  # resumed: nothing run again
+
+
+def test_train_policy_arc_refuses_bad_input_in_one_line(tmp_path):
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"train": SWAP["train"], "test": [{"input": [[1]]}]}))
+    for args, message in [(["--domain", "chess"], "--domain 'chess': use knowledge or arc"),
+                          (["--domain", "arc", "--data", str(task)], "task task has no solutions to reward against"),
+                          (["--domain", "arc"], "give --data FILE")]:
+        result = subprocess.run([SEAL, "train-policy", *args, "--out", str(tmp_path / "run")], capture_output=True,
+                                text=True)
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

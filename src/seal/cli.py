@@ -560,7 +560,11 @@ def export(
 @app.command("train-policy")
 @friendly
 def train_policy(
-    data: Annotated[Optional[str], typer.Option(help="Passages with questions (SEAL's SQuAD format or SQuAD's JSON).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Passages with questions (SEAL's SQuAD format or SQuAD's JSON); "
+                                                     "with --domain arc, ARC tasks to train on.")] = None,
+    domain: Annotated[str, typer.Option(help="knowledge (self-edits to learn from) or arc (training recipes for "
+                                             "few-shot tasks).")] = "knowledge",
+    solutions: Annotated[Optional[str], typer.Option(help="--domain arc: ARC's solutions file for --data.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: trials, round-N/ checkpoints, stats.")] = Path("runs/policy"),
     resume: Annotated[Optional[Path], typer.Option(help="Resume this run folder with its own settings.")] = None,
     passages: Annotated[int, typer.Option(min=1, help="Training passages.")] = PolicyConfig.passages,
@@ -592,6 +596,13 @@ def train_policy(
     as_json: JsonFlag = False,
 ) -> None:
     """ReST-EM: sample self-edits, reward each by the accuracy its LoRA update gives, fine-tune on the best."""
+    if domain not in ("knowledge", "arc"):
+        raise SealError(f"--domain {domain!r}: use knowledge or arc")
+    recipes = RunFolder(resume).config().get("domain") == "arc" if resume is not None else domain == "arc"
+    if recipes:
+        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, model, device,
+                            SFTConfig(lr=sft_lr, epochs=sft_epochs), as_json)
+        return
     from seal.policy import run_policy
 
     if resume is not None:
@@ -626,6 +637,37 @@ def train_policy(
             err.print(f"round {r['round']}: rewards vary as much between repeats as between samples; "
                       "the selection is mostly picking noise (raise --reward-repeats)")
     out.print(f"policy: {summary['rounds'][-1]['checkpoint']}  (stats.json, rounds.png in {out_dir})")
+
+
+def train_recipe_writer(data: str | None, solutions: str | None, out_dir: Path, resume: Path | None, samples: int,
+                        rounds: int | None, seed: int, model: str, device: str, sft_config: SFTConfig,
+                        as_json: bool) -> None:
+    """`seal train-policy --domain arc`: ReST-EM over the recipes of few-shot tasks."""
+    from seal.arc.policy import ArcPolicyConfig, run_arc_policy
+
+    if resume is not None:
+        config = ArcPolicyConfig.from_dict(RunFolder(resume).config())
+        config.rounds = rounds or config.rounds
+        out_dir = resume
+    elif data is None:
+        raise SealError("give --data FILE for a new run, or --resume RUN to continue one")
+    else:
+        config = ArcPolicyConfig(data=data, solutions=solutions, samples=samples, rounds=rounds or 2, seed=seed,
+                                 model=model, device=device, sft=sft_config)
+    with task_bars() as tick:
+        summary = run_arc_policy(out_dir, config, tick)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table("round", "valid recipes", "recipes that solved", "tasks solved", "SFT examples", "SFT loss",
+                  title="rewards: the task solved after test-time training by the recipe")
+    for r in summary["rounds"]:
+        loss = f"{r['sft_losses'][0]} -> {r['sft_losses'][-1]}" if r["sft_losses"] else "-"
+        table.add_row(str(r["round"]), f"{r['recipes_valid']}/{r['recipes']}", str(r["recipes_solved"]),
+                      f"{r['tasks_solved']}/{r['tasks']}", str(r["examples"]), loss)
+    out.print(table)
+    out.print(f"recipe writer: {summary['rounds'][-1]['checkpoint']}  (seal bench arc --conditions "
+              f"policy:{summary['rounds'][-1]['checkpoint']})")
 
 
 @tenant_app.command("add")

@@ -116,7 +116,8 @@ def recipe_request(task: Task, max_pairs: int = 2) -> str:
     shown = "\n\n".join(f"Input:\n{grid_text(i)}\nOutput:\n{grid_text(o)}" for i, o in task.train[:max_pairs])
     return (f"A puzzle turns each input grid into an output grid by one rule. Examples:\n\n{shown}\n\n"
             "A small model will be fine-tuned on these examples before it solves the puzzle. Choose how: which views "
-            f"of the grids to add to training (any of {', '.join(name for name in VIEWS if name != 'identity')}), "
+            f"of the grids to train on (identity alone for the grids as given, or any of "
+            f"{', '.join(name for name in VIEWS if name != 'identity')}), "
             f"the learning rate ({LR_RANGE[0]:g} to {LR_RANGE[1]:g}), the epochs (1 to {MAX_EPOCHS}), and whether "
             "the loss counts only the output grid (\"output\") or the whole text (\"all\"). Answer with one JSON "
             f"object in this form:\n{EXAMPLE_RECIPE}")
