@@ -264,3 +264,12 @@ def test_train_policy_arc_refuses_bad_input_in_one_line(tmp_path):
                                 text=True)
         assert result.returncode == 1, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_cells_right_gives_partial_credit_only_for_the_right_shape():
+    from seal.arc.bench import cells_right
+
+    truth = [[1, 2], [3, 4]]
+    assert cells_right([[[1, 2], [3, 5]]], [truth]) == 0.75
+    assert cells_right([[[1, 2, 0], [3, 4, 0]]], [truth]) == 0.0
+    assert cells_right([None, truth], [truth, truth]) == 0.5

@@ -113,7 +113,18 @@ PAPER = {"in-context": 0.0, "recipes before RL": 20.0, "after RL": 72.5, "oracle
 TRAINED = ("recipe:", "sampled", "policy:")
 
 
-def summarize(config: dict, records: list[dict]) -> dict:
+def cells_right(predicted: list[Grid | None], truths: list[Grid]) -> float:
+    """The share of a run's answer cells that are right, over its test inputs (an answer of the wrong shape: none).
+    Partial credit says how near a small model came where exact matches are rare."""
+    shares = []
+    for grid, truth in zip(predicted, truths):
+        same_shape = grid is not None and len(grid) == len(truth) and len(grid[0]) == len(truth[0])
+        shares.append(sum(a == b for row, want in zip(grid, truth) for a, b in zip(row, want))
+                      / (len(truth) * len(truth[0])) if same_shape else 0.0)
+    return sum(shares) / len(shares)
+
+
+def summarize(config: dict, records: list[dict], truths: dict[str, list[Grid]]) -> dict:
     tasks = sorted({r["task"] for r in records})
     conditions = [c for c in config["conditions"] if any(r["condition"] == c for r in records)]
     rows = {}
@@ -125,6 +136,7 @@ def summarize(config: dict, records: list[dict]) -> dict:
             "tasks": len({r["task"] for r in mine}), "tasks_solved": len(solved_tasks),
             "runs": len(mine), "runs_solved": sum(bool(r["solved"]) for r in mine),
             "recipes_rejected": sum(r["rejected"] is not None for r in mine),
+            "cells_right": round(sum(cells_right(r["predicted"], truths[r["task"]]) for r in mine) / len(mine), 3),
             "training_seconds": round(sum(trained) / len(trained), 1) if trained else 0.0,
             "predicting_seconds": round(sum(r["seconds"]["predicting"] for r in mine) / len(mine), 1),
         }
@@ -138,13 +150,15 @@ def summarize(config: dict, records: list[dict]) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = [f"ARC few-shot tasks: {summary['tasks']} tasks, exact match on every test output of a task.", "",
-             "| condition | tasks solved | runs solved | recipes rejected | training s/run | predicting s/run |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"ARC few-shot tasks: {summary['tasks']} tasks, exact match on every test output of a task; cells right: "
+             "the share of answer cells right (none for an answer of the wrong shape), the mean over runs.", "",
+             "| condition | tasks solved | runs solved | cells right | recipes rejected | training s/run | "
+             "predicting s/run |", "|---|---|---|---|---|---|---|"]
     for name, row in summary["conditions"].items():
         lines.append(f"| {name} | {row['tasks_solved']}/{row['tasks']} | {row['runs_solved']}/{row['runs']} | "
-                     f"{row['recipes_rejected']} | {row['training_seconds']} | {row['predicting_seconds']} |")
-    lines.append(f"| oracle (any recipe run) | {summary['oracle']['tasks_solved']}/{summary['tasks']} | | | | |")
+                     f"{row['cells_right']:.1%} | {row['recipes_rejected']} | {row['training_seconds']} | "
+                     f"{row['predicting_seconds']} |")
+    lines.append(f"| oracle (any recipe run) | {summary['oracle']['tasks_solved']}/{summary['tasks']} | | | | | |")
     names = list(summary["conditions"])
     lines += ["", "Per task (runs solved / runs):", "", "| task | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
@@ -196,9 +210,10 @@ def write_results(out_dir: Path, config: ArcBenchConfig) -> dict:
     """arc.json, arc.md and predictions.png from the run folder's records."""
     run = RunFolder(out_dir)
     records = run.records()
-    summary = summarize(run.config(), records)
+    tasks = bench_tasks(config)
+    summary = summarize(run.config(), records, {t.name: t.solutions for t in tasks})
     (out_dir / "arc.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (out_dir / "arc.md").write_text(markdown(summary), encoding="utf-8")
     if records:
-        plot_predictions(bench_tasks(config), records, out_dir / "predictions.png")
+        plot_predictions(tasks, records, out_dir / "predictions.png")
     return summary
