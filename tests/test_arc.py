@@ -191,13 +191,17 @@ def test_bench_arc_runs_every_condition_once_and_resumes(tmp_path, tiny_model_di
     records = run_arc_bench(tmp_path / "run", config, lines.append)
     assert sorted(r["key"] for r in records) == ["in-context/swap/0", "recipe:plain/swap/0", "sampled/swap/0",
                                                  "sampled/swap/1"]
-    sampled = [r for r in records if r["condition"] == "sampled"]
-    assert all(r["written"] is not None and r["rejected"] for r in sampled)  # the tiny model writes no recipe
+    sampled = {r["sample"]: r for r in records if r["condition"] == "sampled"}
+    assert all(r["written"] is not None and r["rejected"] for r in sampled.values())  # the tiny model writes none
+    # Both fell back to the default recipe: the second takes over the first's answers instead of training again.
+    assert "reused" not in sampled[0] and sampled[1]["reused"] == "sampled/swap/0"
+    assert sampled[1]["predicted"] == sampled[0]["predicted"] and sampled[1]["written"] is not None
     assert next(r for r in records if r["condition"] == "in-context")["steps"] == 0
     assert next(r for r in records if r["condition"] == "recipe:plain")["steps"] == 3 * 3
     assert run_arc_bench(tmp_path / "run", config, lines.append) == records and len(lines) == 4  # nothing redone
     summary = write_results(tmp_path / "run", config)
     assert summary["conditions"]["sampled"]["runs"] == 2 and summary["conditions"]["sampled"]["recipes_rejected"] == 2
+    assert summary["conditions"]["sampled"]["runs_reused"] == 1
     assert summary["per_task"]["swap"]["sampled"].endswith("/2")
     assert "| in-context |" in (tmp_path / "run" / "arc.md").read_text()
     assert (tmp_path / "run" / "predictions.png").stat().st_size > 1000
