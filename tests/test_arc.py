@@ -205,6 +205,9 @@ def test_bench_arc_runs_every_condition_once_and_resumes(tmp_path, tiny_model_di
     assert summary["per_task"]["swap"]["sampled"].endswith("/2")
     assert "| in-context |" in (tmp_path / "run" / "arc.md").read_text()
     assert (tmp_path / "run" / "predictions.png").stat().st_size > 1000
+    other = ArcBenchConfig(**{**config.__dict__, "tasks": ["swap2"], "conditions": ["in-context"]})
+    run_arc_bench(tmp_path / "run", other, lines.append)
+    assert list(write_results(tmp_path / "run", other)["per_task"]) == ["swap2"]  # only the tasks asked for
 
 
 def test_bench_arc_rejects_unknown_conditions_and_ungraded_tasks(tmp_path):

@@ -220,8 +220,8 @@ def plot_predictions(tasks: list[Task], records: list[dict], path: Path, limit: 
 def write_results(out_dir: Path, config: ArcBenchConfig) -> dict:
     """arc.json, arc.md and predictions.png from the run folder's records."""
     run = RunFolder(out_dir)
-    records = run.records()
     tasks = bench_tasks(config)
+    records = [r for r in run.records() if r["task"] in {t.name for t in tasks}]  # the tasks asked for this time
     summary = summarize(run.config(), records, {t.name: t.solutions for t in tasks})
     (out_dir / "arc.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (out_dir / "arc.md").write_text(markdown(summary), encoding="utf-8")
