@@ -153,9 +153,11 @@ def summarize(config: dict, records: list[dict], truths: dict[str, list[Grid]]) 
         }
     trained_runs = [r for r in records if r["condition"].startswith(TRAINED)]
     oracle = sorted({r["task"] for r in trained_runs if r["solved"]})
-    per_task = {task: {c: f"{sum(bool(r['solved']) for r in records if r['task'] == task and r['condition'] == c)}"
-                          f"/{sum(1 for r in records if r['task'] == task and r['condition'] == c)}"
-                       for c in conditions} for task in tasks}
+    def solved_of(task: str, condition: str) -> str:
+        runs = [r for r in records if r["task"] == task and r["condition"] == condition]
+        return f"{sum(bool(r['solved']) for r in runs)}/{len(runs)}" if runs else "-"  # "-": not run on this task
+
+    per_task = {task: {c: solved_of(task, c) for c in conditions} for task in tasks}
     return {"config": config, "tasks": len(tasks), "conditions": rows,
             "oracle": {"tasks_solved": len(oracle), "solved": oracle}, "per_task": per_task, "paper": PAPER}
 
