@@ -18,7 +18,7 @@ from pathlib import Path
 from seal import model as lm_ops
 from seal.arc.recipes import NAMED_RECIPES, WrittenRecipe
 from seal.arc.solve import Solved, solve, write_recipes
-from seal.arc.tasks import Grid, Task, load_tasks
+from seal.arc.tasks import Grid, Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED
 from seal.errors import SealError
 from seal.runs import RunFolder, repair, seed_for
@@ -56,10 +56,7 @@ def bench_tasks(config: ArcBenchConfig) -> list[Task]:
         if missing:
             raise SealError(f"no task {missing[0]!r} in {config.data}")
         tasks = [t for t in tasks if t.name in config.tasks]
-    unsolved = [t.name for t in tasks if t.solutions is None]
-    if unsolved:
-        raise SealError(f"task {unsolved[0]} has no solutions to grade against: pass --solutions")
-    return tasks
+    return graded_tasks(tasks, "grade against")
 
 
 def record(key: str, condition: str, sample: int, result: Solved, written: WrittenRecipe | None) -> dict:
@@ -87,35 +84,38 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
     run = RunFolder(out_dir)
     run.start(config, extendable=("conditions", "tasks"))
     repair(run)
-    done = run.done()
+    records = run.records()
+    done = {r["key"] for r in records}
     for task in tasks:
         written: dict[str, list[WrittenRecipe]] = {}
         for key, condition, sample in units(config, task):
             if key in done:
                 continue
             seed = seed_for(config.seed, task.name)  # the same seed for the task under every condition
-            lm = lm_ops.load(config.model, device=config.device)
             mine = None
             if condition == "sampled" or condition.startswith("policy:"):
                 if condition not in written:  # all samples in one batch, so a resumed run draws the same ones
-                    writer = lm if condition == "sampled" else lm_ops.load(condition.split(":", 1)[1],
-                                                                           device=config.device)
+                    writer = lm_ops.load(config.model if condition == "sampled" else condition.split(":", 1)[1],
+                                         device=config.device)
                     written[condition] = write_recipes(writer, task, config.samples, SAMPLE_TEMPERATURE, seed)
                 mine = written[condition][sample]
             recipe = (None if condition == "in-context" else
                       NAMED_RECIPES[condition.split(":", 1)[1]] if condition.startswith("recipe:") else mine.recipe)
-            same = recipe is not None and next((r for r in run.records() if r["task"] == task.name
+            same = recipe is not None and next((r for r in records if r["task"] == task.name
                                                 and r["recipe"] == recipe.to_json() and "reused" not in r), None)
             if same:  # the same recipe with the same seed trains the same adapter: its answers are taken over
-                run.append([{**same, "key": key, "condition": condition, "sample": sample, "reused": same["key"],
-                             "written": mine.text if mine else None, "rejected": mine.rejected if mine else None}])
+                new = {**same, "key": key, "condition": condition, "sample": sample, "reused": same["key"],
+                       "written": mine.text if mine else None, "rejected": mine.rejected if mine else None}
                 report(f"{key}: the same recipe as {same['key']}")
-                continue
-            start = time.perf_counter()
-            result = solve(lm, task, recipe, seed, written_by_model=mine)
-            run.append([record(key, condition, sample, result, mine)])
-            report(f"{key}: {'solved' if result.solved else 'not solved'} in {time.perf_counter() - start:.0f} s")
-    return run.records()
+            else:
+                start = time.perf_counter()
+                result = solve(lm_ops.load(config.model, device=config.device), task, recipe, seed,
+                               written_by_model=mine)
+                new = record(key, condition, sample, result, mine)
+                report(f"{key}: {'solved' if result.solved else 'not solved'} in {time.perf_counter() - start:.0f} s")
+            run.append([new])
+            records.append(new)
+    return records
 
 
 PAPER = {"in-context": 0.0, "recipes before RL": 20.0, "after RL": 72.5, "oracle recipe": 100.0}  # Llama-3.2-1B

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.arc.recipes import FIRST_OBJECT, RECIPE_START, parse_recipe, recipe_request
-from seal.arc.solve import solve, write_recipes
-from seal.arc.tasks import Task, load_tasks
+from seal.arc.recipes import FIRST_OBJECT, RECIPE_START, parse_recipe
+from seal.arc.solve import recipe_prompt, solve, write_recipes
+from seal.arc.tasks import Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED, SFTConfig
 from seal.errors import SealError
 from seal.runs import RunFolder, repair, seed_for
@@ -94,10 +94,8 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, progress: Progress | None
     tick = progress or (lambda name, done, total: None)
     if min(config.samples, config.rounds) < 1:
         raise SealError("--samples and --rounds must be at least 1")
-    tasks = load_tasks(Path(config.data), Path(config.solutions) if config.solutions else None)
-    unsolved = [t.name for t in tasks if t.solutions is None]
-    if unsolved:
-        raise SealError(f"task {unsolved[0]} has no solutions to reward against: pass --solutions")
+    tasks = graded_tasks(load_tasks(Path(config.data), Path(config.solutions) if config.solutions else None),
+                         "reward against")
     lm_ops.deterministic(config.device)
     run = RunFolder(out)
     run.start(config, extendable=("rounds",))
@@ -118,7 +116,7 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, progress: Progress | None
         writer = lm_ops.load(writer_path, device=config.device)
         pairs = []
         for task in tasks:
-            prompt = writer.chat_prompt([{"role": "user", "content": recipe_request(task)}]) + RECIPE_START
+            prompt = recipe_prompt(writer, task)
             texts = records[f"sample/{round_}/{task.name}"]["texts"]
             solved = [recipe_completion(texts[s]) for s in range(config.samples)
                       if records[f"trial/{round_}/{task.name}/{s}"]["reward"] > 0]

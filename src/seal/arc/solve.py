@@ -109,13 +109,17 @@ def predict(lm: LM, task: Task, views: list[str]) -> list[Answer]:
     return answers
 
 
+def recipe_prompt(lm: LM, task: Task) -> str:
+    """What the recipe writer completes: the request, and its reply begun (sampling and the writer's SFT both)."""
+    return lm.chat_prompt([{"role": "user", "content": recipe_request(task)}]) + RECIPE_START
+
+
 def write_recipes(lm: LM, task: Task, samples: int = 1, temperature: float = 0.0,
                   seed: int = 0) -> list[WrittenRecipe]:
     """Recipes the model writes for the task (greedy, or `samples` sampled); one it gets wrong becomes the default
     recipe, with the reason."""
-    prompt = lm.chat_prompt([{"role": "user", "content": recipe_request(task)}]) + RECIPE_START
-    replies = lm_ops.generate(lm, [prompt] * samples, max_new_tokens=RECIPE_TOKENS, temperature=temperature,
-                              seed=seed, batch_size=samples)
+    replies = lm_ops.generate(lm, [recipe_prompt(lm, task)] * samples, max_new_tokens=RECIPE_TOKENS,
+                              temperature=temperature, seed=seed, batch_size=samples)
     return [written(RECIPE_START + reply) for reply in replies]
 
 

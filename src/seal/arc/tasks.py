@@ -88,6 +88,14 @@ def load_tasks(path: Path, solutions: Path | None = None) -> list[Task]:
     return [parse_task(name, task, known.get(name)) for name, task in raw.items()]
 
 
+def graded_tasks(tasks: list[Task], purpose: str) -> list[Task]:
+    """The tasks, when every one has its test outputs (a benchmark grades against them, ReST-EM rewards by them)."""
+    unsolved = [t.name for t in tasks if t.solutions is None]
+    if unsolved:
+        raise BadTask(f"task {unsolved[0]} has no solutions to {purpose}: pass --solutions")
+    return tasks
+
+
 def grid_text(grid: Grid) -> str:
     """One character per cell, one line per row: the embedded tokenizer makes every digit a token of its own (with
     spaces between cells it would also spend a token on every space)."""
