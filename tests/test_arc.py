@@ -223,15 +223,17 @@ def test_bench_arc_rejects_unknown_conditions_and_ungraded_tasks(tmp_path):
 
 def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
     """ReST-EM over recipes on the tiny model. Its own recipes are never valid, so the writer is made to write a
-    valid one for one task and invalid JSON for the other: only a valid recipe is trained, only a solving one is
-    kept for SFT, and a resumed run redoes nothing."""
+    valid one for one task (the first twice) and invalid JSON for the other: only a valid recipe is trained, a recipe
+    written again takes the reward of its first run instead of training again, only a solving one is kept for SFT,
+    and a resumed run redoes nothing."""
     from seal.arc import policy
 
     good = '{"augmentations": ["identity"], "learning_rate": 0.001, "epochs": 1, "loss": "output"}'
+    also_good = '{"augmentations": ["transpose"], "learning_rate": 0.001, "epochs": 1, "loss": "output"}'
 
     def fake_writer(lm, task, samples, temperature, seed):
-        text = good if task.name == "swap" else '{"augmentations": ["melt"'
-        return [written(text) for _ in range(samples)]
+        texts = [good, good, also_good] if task.name == "swap" else ['{"augmentations": ["melt"'] * 3
+        return [written(text) for text in texts[:samples]]
 
     solved_tasks = []
 
@@ -247,13 +249,15 @@ def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_mo
     swap = {"train": SWAP["train"], "test": [{"input": SWAP["test"][0]["input"]}]}
     challenges.write_text(json.dumps({"swap": swap, "other": swap}))
     answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "other": [SWAP["test"][0]["output"]]}))
-    config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=2, rounds=1,
+    config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=3, rounds=1,
                                     model=str(tiny_model_dir))
     summary = policy.run_arc_policy(tmp_path / "run", config)
     (first,) = summary["rounds"]
-    assert solved_tasks == ["swap", "swap"]  # the invalid recipes never reached training
-    assert (first["recipes_valid"], first["recipes"], first["recipes_solved"], first["tasks_solved"]) == (2, 4, 2, 1)
-    assert first["examples"] == 1  # the same recipe twice is one SFT example
+    assert solved_tasks == ["swap", "swap"]  # the invalid recipes never reached training, the repeated one once
+    trials = {r["key"]: r for r in map(json.loads, (tmp_path / "run" / "trials.jsonl").read_text().splitlines())}
+    assert trials["trial/1/swap/1"]["same_as"] == 0 and trials["trial/1/swap/1"]["reward"] == 1.0
+    assert (first["recipes_valid"], first["recipes"], first["recipes_solved"], first["tasks_solved"]) == (3, 6, 3, 1)
+    assert first["examples"] == 2  # the same recipe twice is one SFT example
     assert policy.recipe_completion(good + "\nand some words") == good[len(RECIPE_START):]
     lineage = json.loads((tmp_path / "run" / "round-1" / "lineage.json").read_text())
     assert lineage["domain"] == "arc" and lineage["train_tasks"] == ["swap", "other"]

@@ -1,9 +1,10 @@
 """`seal train-policy --domain arc`: ReST-EM over recipes, as SEAL trains its ARC self-edits.
 
 Each round the current writer samples recipes for every training task; each valid recipe runs as test-time training
-on a fresh copy of the base model and is rewarded 1 when the adapted model answers every test input exactly (an
-invalid recipe is rewarded 0 and never trained); the writer is fine-tuned on the recipes that solved their task
-(the loss on the recipe only) and merged into the next round's writer. Every sampled task, reward and SFT step is a
+on a fresh copy of the base model and is rewarded 1 when the adapted model answers every test input exactly. An
+invalid recipe is rewarded 0 and never trained; one written again for the task takes its first run's reward (with the
+task's one seed it trains the same adapter). The writer is fine-tuned on the recipes that solved their task (the loss
+on the recipe only) and merged into the next round's writer. Every sampled task, reward and SFT step is a
 line of trials.jsonl: a killed run resumes where it stopped. Use tasks that no benchmark evaluates on (SEAL trains on
 its training subset and reports its evaluation subset)."""
 
@@ -77,14 +78,19 @@ def _rewards(run: RunFolder, config: ArcPolicyConfig, round_: int, tasks: list[T
         if key in done:
             continue
         drawn = records[f"sample/{round_}/{task.name}"]
-        result = None
+        trial = {"key": key, "round": round_, "task": task.name, "sample": sample, "reward": 0.0, "seconds": {}}
         if drawn["rejected"][sample] is None:  # an invalid recipe earns nothing and is never trained
             recipe = parse_recipe(drawn["texts"][sample])
-            result = solve(lm_ops.load(config.model, device=config.device), task, recipe,
-                           seed_for(config.seed, task.name))
-        run.append([{"key": key, "round": round_, "task": task.name, "sample": sample,
-                     "reward": 1.0 if result is not None and result.solved else 0.0,
-                     "seconds": result.seconds if result else {}}])
+            earlier = next((s for s in range(sample) if drawn["rejected"][s] is None
+                            and parse_recipe(drawn["texts"][s]) == recipe), None)
+            if earlier is not None:  # the same recipe with the task's one seed trains the same adapter
+                trial |= {"reward": records[f"trial/{round_}/{task.name}/{earlier}"]["reward"], "same_as": earlier}
+            else:
+                result = solve(lm_ops.load(config.model, device=config.device), task, recipe,
+                               seed_for(config.seed, task.name))
+                trial |= {"reward": 1.0 if result.solved else 0.0, "seconds": result.seconds}
+        run.append([trial])
+        records[key] = trial
         finished += 1
         tick(f"rewards r{round_}", finished, len(keys))
 
