@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 
 from seal import model as lm_ops
 from seal.arc.recipes import (
@@ -19,10 +22,11 @@ from seal.arc.recipes import (
     read_recipe,
     written,
 )
-from seal.arc.solve import leave_one_out, predict, solve, train_at_test_time, vote
+from seal.arc.solve import TEXT_TOKENS, Attempt, leave_one_out, solve, task_engine, vote
 from seal.arc.tasks import VIEWS, BadTask, grid_text, load_tasks, parse_grid, parse_task, unview, view
+from seal.config import AdapterConfig, UpdateConfig
 from seal.errors import SealError
-from seal.update import IGNORE, reply_marker, tokenize
+from seal.update import IGNORE, attach_trainable_adapter, reply_marker, tokenize, train
 
 SEAL = str(Path(sys.executable).with_name("seal"))
 
@@ -128,18 +132,51 @@ def test_leave_one_out_texts_cover_every_pair_under_every_view(tiny_model_dir):
 
 
 def test_training_at_test_time_on_the_tiny_model_learns_the_examples(tiny_model_dir, tmp_path):
-    lm = lm_ops.load(str(tiny_model_dir))
+    engine = task_engine(lm_ops.load(str(tiny_model_dir)))
     task = parse_task("swap", SWAP)
     recipe = Recipe(("rotate180",), 5e-3, 3, "output")
-    stats = train_at_test_time(lm, task, recipe, seed=0)
-    assert stats.steps == 2 * 3 * 3  # views x pairs x epochs, one text per step
-    assert stats.final_loss < stats.first_loss
-    (answer,) = predict(lm, task, recipe.views)
+    (result,) = solve(engine, [Attempt(task, recipe, seed=0)])
+    assert result.training.steps == 2 * 3 * 3  # views x pairs x epochs, one text per step
+    assert result.training.final_loss < result.training.first_loss
+    (answer,) = result.answers
     assert answer.asked == 2 and len(answer.replies) == 2
-    result = solve(lm_ops.load(str(tiny_model_dir)), task, recipe, seed=0, keep=tmp_path / "adapter")
-    assert (tmp_path / "adapter" / "adapter_config.json").exists()
-    assert result.correct == [result.answers[0].grid == [[2, 0], [1, 2]]]
+    assert result.correct == [answer.grid == [[2, 0], [1, 2]]]
     assert set(result.seconds) == {"training", "predicting"}
+    (in_context,) = solve(engine, [Attempt(task, None)])
+    assert in_context.training is None and set(in_context.seconds) == {"predicting"}
+
+
+def test_recipes_trained_together_end_where_each_would_alone(tiny_model_dir, tmp_path):
+    """Attempts with their own views, learning rates, epochs and losses, trained in one batched pass, end with the
+    adapters each ends with alone on a peft adapter (`update.train`, seeded as the engine seeds a slot), and a kept
+    adapter loads in peft as it was."""
+    task = parse_task("swap", SWAP)
+    recipes = [Recipe(("rotate180",), 5e-3, 3, "output"), Recipe((), 1e-3, 1, "all"),
+               Recipe(("transpose",), 2e-4, 2, "output")]
+    engine = task_engine(lm_ops.load(str(tiny_model_dir)), slots=3)
+    together = solve(engine, [Attempt(task, recipe, seed=7) for recipe in recipes])
+    for slot, (recipe, result) in enumerate(zip(recipes, together)):
+        lm = lm_ops.load(str(tiny_model_dir))
+        attach_trainable_adapter(lm, AdapterConfig())
+        torch.manual_seed(7)
+        for module in lm.model.modules():
+            if isinstance(module, LoraLayer):
+                module.reset_lora_parameters("default", True)
+        stats = train(lm, leave_one_out(lm, task, recipe), UpdateConfig(lr=recipe.learning_rate, epochs=recipe.epochs,
+                                                                      max_tokens=TEXT_TOKENS, pack_tokens=0, seed=7))
+        assert (result.training.steps, result.training.sequences) == (stats.steps, stats.sequences)
+        assert result.training.final_loss == pytest.approx(stats.final_loss, abs=1e-3)
+        alone = {name.replace(".default", ""): p.detach() for name, p in lm.model.named_parameters() if "lora_" in name}
+        state = engine.adapter_state(slot)
+        assert set(state) == set(alone)
+        for name, weight in state.items():
+            torch.testing.assert_close(weight, alone[name], atol=1e-4, rtol=1e-3)
+    engine.save_adapter(1, tmp_path / "kept")
+    kept = PeftModel.from_pretrained(lm_ops.load(str(tiny_model_dir)).model, str(tmp_path / "kept"))
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with engine.using([1]), torch.no_grad():
+        torch.testing.assert_close(kept(input_ids=ids).logits, engine.lm.model(input_ids=ids).logits,
+                                   atol=1e-4, rtol=1e-3)
 
 
 def test_seal_solve_rejects_bad_input_in_one_line(tmp_path, tiny_model_dir):
@@ -164,8 +201,9 @@ def test_seal_solve_runs_a_recipe_and_reports_it(tmp_path, tiny_model_dir):
     recipe = tmp_path / "recipe.json"
     recipe.write_text('{"augmentations": ["flip_vertical"], "learning_rate": 0.001, "epochs": 1}')
     result = subprocess.run([SEAL, "solve", str(task), "--recipe", str(recipe), "--model", str(tiny_model_dir),
-                             "--json"], capture_output=True, text=True)
+                             "--keep", str(tmp_path / "adapters"), "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert (tmp_path / "adapters" / "swap" / "adapter_model.safetensors").exists()
     (solved,) = json.loads(result.stdout)
     assert solved["recipe"]["augmentations"] == ["flip_vertical"] and solved["written"] is None
     assert solved["training"]["steps"] == 2 * 3 and solved["answers"][0]["views"] == 2
@@ -186,7 +224,8 @@ def test_bench_arc_runs_every_condition_once_and_resumes(tmp_path, tiny_model_di
     challenges.write_text(json.dumps({"swap": swap, "swap2": swap}))
     answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "swap2": [SWAP["test"][0]["output"]]}))
     config = ArcBenchConfig(data=str(challenges), solutions=str(answers), tasks=["swap"],
-                            conditions=["in-context", "recipe:plain", "sampled"], samples=2, model=str(tiny_model_dir))
+                            conditions=["in-context", "recipe:plain", "sampled"], samples=2, batch_trials=2,
+                            model=str(tiny_model_dir))
     lines: list[str] = []
     records = run_arc_bench(tmp_path / "run", config, lines.append)
     assert sorted(r["key"] for r in records) == ["in-context/swap/0", "recipe:plain/swap/0", "sampled/swap/0",
@@ -237,11 +276,12 @@ def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_mo
 
     solved_tasks = []
 
-    def fake_solve(lm, task, recipe, seed):
-        solved_tasks.append(task.name)
-        result = solve(lm, task, recipe, seed)
-        result.correct = [True]  # the tiny model cannot solve it; the reward path is what is tested
-        return result
+    def fake_solve(engine, attempts):
+        solved_tasks.extend(a.task.name for a in attempts)
+        results = solve(engine, attempts)
+        for result in results:
+            result.correct = [True]  # the tiny model cannot solve it; the reward path is what is tested
+        return results
 
     monkeypatch.setattr(policy, "write_recipes", fake_writer)
     monkeypatch.setattr(policy, "solve", fake_solve)
@@ -250,7 +290,7 @@ def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_mo
     challenges.write_text(json.dumps({"swap": swap, "other": swap}))
     answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "other": [SWAP["test"][0]["output"]]}))
     config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=3, rounds=1,
-                                    model=str(tiny_model_dir))
+                                    batch_trials=2, model=str(tiny_model_dir))
     summary = policy.run_arc_policy(tmp_path / "run", config)
     (first,) = summary["rounds"]
     assert solved_tasks == ["swap", "swap"]  # the invalid recipes never reached training, the repeated one once

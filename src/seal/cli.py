@@ -587,8 +587,10 @@ def train_policy(
     workers: Annotated[int, typer.Option(min=1, help="process and ray: workers, each with its own model.")] = 2,
     ray_address: Annotated[Optional[str], typer.Option(help="Join a Ray cluster (auto, ray://host:port); "
                                                             "default: start a local one.")] = None,
-    batch_trials: Annotated[int, typer.Option(min=1, help="Reward trials each worker trains and asks together "
-                                                          "(one adapter slot each).")] = ExecutorConfig.batch_trials,
+    batch_trials: Annotated[Optional[int], typer.Option(min=1, help="Reward trials each worker trains and asks "
+                                                                    "together (one adapter slot each; default: "
+                                                                    f"{ExecutorConfig.batch_trials}, with --domain "
+                                                                    "arc 1).")] = None,
     judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible judge for rewards (default: rule judge).")] = None,
     judge_model: Annotated[str, typer.Option()] = "gpt-4.1-mini",
     model: Annotated[str, typer.Option(help="The base model the user adapts, and the first policy.")] = EMBEDDED,
@@ -600,7 +602,9 @@ def train_policy(
         raise SealError(f"--domain {domain!r}: use knowledge or arc")
     recipes = RunFolder(resume).config().get("domain") == "arc" if resume is not None else domain == "arc"
     if recipes:
-        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, model, device,
+        if executor != "in-process":
+            raise SealError("--domain arc runs its reward trials in process (--executor in-process)")
+        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, batch_trials, model, device,
                             SFTConfig(lr=sft_lr, epochs=sft_epochs), as_json)
         return
     from seal.policy import run_policy
@@ -620,7 +624,8 @@ def train_policy(
                               update=UpdateConfig(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank),
                               sft=SFTConfig(lr=sft_lr, epochs=sft_epochs))
     with task_bars() as tick:
-        summary = run_policy(out_dir, config, ExecutorConfig(executor, workers, ray_address, batch_trials), tick)
+        summary = run_policy(out_dir, config, ExecutorConfig(executor, workers, ray_address,
+                                                             batch_trials or ExecutorConfig.batch_trials), tick)
     if as_json:
         out.print_json(json.dumps(summary))
         return
@@ -640,20 +645,22 @@ def train_policy(
 
 
 def train_recipe_writer(data: str | None, solutions: str | None, out_dir: Path, resume: Path | None, samples: int,
-                        rounds: int | None, seed: int, model: str, device: str, sft_config: SFTConfig,
-                        as_json: bool) -> None:
+                        rounds: int | None, seed: int, batch_trials: int | None, model: str, device: str,
+                        sft_config: SFTConfig, as_json: bool) -> None:
     """`seal train-policy --domain arc`: ReST-EM over the recipes of few-shot tasks."""
     from seal.arc.policy import ArcPolicyConfig, run_arc_policy
 
     if resume is not None:
         config = ArcPolicyConfig.from_dict(RunFolder(resume).config())
         config.rounds = rounds or config.rounds
+        config.batch_trials = batch_trials or config.batch_trials
         out_dir = resume
     elif data is None:
         raise SealError("give --data FILE for a new run, or --resume RUN to continue one")
     else:
         config = ArcPolicyConfig(data=data, solutions=solutions, samples=samples, rounds=rounds or 2, seed=seed,
-                                 model=model, device=device, sft=sft_config)
+                                 batch_trials=batch_trials or ArcPolicyConfig.batch_trials, model=model,
+                                 device=device, sft=sft_config)
     with task_bars() as tick:
         summary = run_arc_policy(out_dir, config, tick)
     if as_json:
@@ -972,6 +979,8 @@ def bench_arc(
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids (default: every task of the file).")] = "",
     samples: Annotated[int, typer.Option(min=1, help="Recipes written per task (sampled, policy).")] = 3,
     seed: Annotated[int, typer.Option()] = 0,
+    batch_trials: Annotated[int, typer.Option(min=1, help="Runs of a task trained together (one adapter slot each; "
+                                                          "the results do not depend on it).")] = 1,
     model: Annotated[str, typer.Option()] = EMBEDDED,
     device: Annotated[str, typer.Option()] = "auto",
     as_json: JsonFlag = False,
@@ -980,7 +989,7 @@ def bench_arc(
     from seal.arc.bench import ArcBenchConfig, run_arc_bench, write_results
 
     config = ArcBenchConfig(data=data, solutions=solutions, conditions=_split(conditions), tasks=_split(tasks),
-                            samples=samples, seed=seed, model=model, device=device)
+                            samples=samples, seed=seed, batch_trials=batch_trials, model=model, device=device)
     run_arc_bench(out_dir, config, report_line)
     write_results(out_dir, config)
     print_results(out_dir / "arc.json", out_dir / "arc.md", as_json)

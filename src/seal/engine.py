@@ -18,9 +18,11 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from seal import model as lm_ops
@@ -29,7 +31,7 @@ from seal.errors import SealError
 from seal.grading import RemoteJudge
 from seal.model import LM
 from seal.squad import Item, graded, question_prompts
-from seal.update import IGNORE, Example, Sequence, collate, planned_batches
+from seal.update import IGNORE, Example, Sequence, collate, lora_config, planned_batches
 
 BASE_SLOT = -1  # a row asked of the base model, with no adapter
 
@@ -76,10 +78,13 @@ class StackedLoRA(nn.Module):
 
 @dataclass
 class Job:
-    """One trial's update: its training sequences and its seed (adapter initialisation and data order)."""
+    """One trial's update: its training sequences and its seed (adapter initialisation and data order), and where the
+    trial chooses them (a few-shot task's recipe), its own learning rate and epochs instead of the engine's."""
 
     sequences: list[Sequence]
     seed: int
+    lr: float | None = None
+    epochs: int | None = None
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Outcome:
 @dataclass
 class _Plan:
     slot: int
+    lr: float
     sequences: int
     tokens: int
     batches: list[list[Example]]  # every step's rows, all epochs
@@ -151,8 +157,9 @@ class Engine:
             self.rows.slots = previous
 
     def _plan(self, slot: int, job: Job) -> _Plan:
-        examples, batches = planned_batches(self.lm, job.sequences, self.config, job.seed)  # as `update.train`'s
-        return _Plan(slot, len(examples), sum(len(ids) for ids, _ in examples) * self.config.epochs,
+        config = replace(self.config, epochs=job.epochs or self.config.epochs)
+        examples, batches = planned_batches(self.lm, job.sequences, config, job.seed)  # as `update.train`'s
+        return _Plan(slot, job.lr or config.lr, len(examples), sum(len(ids) for ids, _ in examples) * config.epochs,
                      [rows for _, rows in batches], [epoch for epoch, _ in batches], [],
                      None if examples else "no training tokens")
 
@@ -163,6 +170,8 @@ class Engine:
         for slot, job in enumerate(jobs):
             self.reset(slot, job.seed)
         plans = [self._plan(slot, job) for slot, job in enumerate(jobs)]
+        lrs = torch.zeros(self.slots, device=self.lm.device)
+        lrs[: len(plans)] = torch.tensor([plan.lr for plan in plans])
         params = self.parameters()
         moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
         counts = torch.zeros(self.slots, dtype=torch.long)
@@ -173,7 +182,7 @@ class Engine:
             for step in range(max((len(p.batches) for p in plans), default=0)):
                 active = [p for p in plans if p.failed is None and step < len(p.batches)]
                 if active:
-                    self._step(active, step, params, moments, counts)
+                    self._step(active, step, params, moments, counts, lrs)
         finally:
             for parameter in params:
                 parameter.requires_grad_(False)
@@ -190,7 +199,7 @@ class Engine:
         return outcomes
 
     def _step(self, active: list[_Plan], step: int, params: list[nn.Parameter],
-              moments: list[tuple[torch.Tensor, torch.Tensor]], counts: torch.Tensor) -> None:
+              moments: list[tuple[torch.Tensor, torch.Tensor]], counts: torch.Tensor, lrs: torch.Tensor) -> None:
         means = self._slot_losses(self._packed_forward if self.packed else self._padded_forward, active, step)
         if self.packed and not torch.isfinite(means[[plan.slot for plan in active]]).all():
             # In a packed row, masked attention still multiplies a broken span's NaN values by zero, which is NaN:
@@ -209,7 +218,7 @@ class Engine:
         if not stepped.any():
             return
         total.backward()
-        self._adamw(params, moments, counts, stepped.to(self.lm.device))
+        self._adamw(params, moments, counts, stepped.to(self.lm.device), lrs)
 
     def _slot_losses(self, forward: Callable, active: list[_Plan], step: int) -> torch.Tensor:
         """Each slot's mean loss over its labelled tokens in this step (zero for slots without rows)."""
@@ -264,14 +273,14 @@ class Engine:
 
     @torch.no_grad()
     def _adamw(self, params: list[nn.Parameter], moments: list[tuple[torch.Tensor, torch.Tensor]],
-               counts: torch.Tensor, stepped: torch.Tensor) -> None:
+               counts: torch.Tensor, stepped: torch.Tensor, lrs: torch.Tensor) -> None:
         """Clip each slot's gradient to its own norm, then AdamW (no weight decay) on the stepped slots only,
-        with each slot's own step count: what torch's clip_grad_norm_ and AdamW do to one adapter."""
-        config = self.config
+        with each slot's own step count and learning rate: what torch's clip_grad_norm_ and AdamW do to one
+        adapter."""
         beta1, beta2, eps = 0.9, 0.999, 1e-8
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         squares = sum(g.pow(2).flatten(1).sum(1) for g in grads)
-        clip = (config.max_grad_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        clip = (self.config.max_grad_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
         counts += stepped.cpu().long()
         steps = counts.to(self.lm.device, torch.float32)
         correction1 = 1 - beta1 ** steps
@@ -284,7 +293,7 @@ class Engine:
             mean.mul_(beta1).add_(grad, alpha=1 - beta1)
             square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denominator = square.sqrt() / correction2_sqrt.view(shape).clamp(min=1e-12) + eps
-            update = config.lr / correction1.view(shape).clamp(min=1e-12) * mean / denominator
+            update = lrs.view(shape) / correction1.view(shape).clamp(min=1e-12) * mean / denominator
             parameter.sub_(torch.where(mask, update, torch.zeros_like(update)))
             parameter.grad = None
 
@@ -304,6 +313,13 @@ class Engine:
             state[f"base_model.model.{name}.lora_A.weight"] = layer.lora_A[slot].detach().clone()
             state[f"base_model.model.{name}.lora_B.weight"] = layer.lora_B[slot].detach().clone()
         return state
+
+    def save_adapter(self, slot: int, folder: Path) -> None:
+        """Slot `slot` as a peft adapter folder, which peft loads onto the base model."""
+        folder.mkdir(parents=True, exist_ok=True)
+        lora_config(self.config).save_pretrained(str(folder))
+        save_file({name: weight.contiguous() for name, weight in self.adapter_state(slot).items()},
+                  str(folder / "adapter_model.safetensors"))
 
 
 @dataclass

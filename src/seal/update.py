@@ -97,12 +97,15 @@ def chat_rehearsal(lm: LM, config: UpdateConfig, known: dict[str, str] | None = 
     return [Sequence(prompt + known[prompt], True) for prompt in prompts]
 
 
+def lora_config(config: AdapterConfig) -> LoraConfig:
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+
+
 def attach_trainable_adapter(lm: LM, config: AdapterConfig) -> None:
     """Wrap the base model in a fresh trainable LoRA adapter (an update's, or the policy's fine-tuning)."""
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
     with lm_ops.BUILDING:
-        lm.model = get_peft_model(lm.model, lora)
+        lm.model = get_peft_model(lm.model, lora_config(config))
 
 
 IGNORE = -100  # the label that makes a position count for nothing in the loss

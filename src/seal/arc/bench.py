@@ -10,14 +10,13 @@ skips what is done."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.arc.recipes import NAMED_RECIPES, WrittenRecipe
-from seal.arc.solve import Solved, solve, write_recipes
+from seal.arc.recipes import NAMED_RECIPES, Recipe, WrittenRecipe
+from seal.arc.solve import Attempt, Solved, solve, task_engine, write_recipes
 from seal.arc.tasks import Grid, Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED
 from seal.errors import SealError
@@ -34,6 +33,7 @@ class ArcBenchConfig:
     tasks: list[str] = field(default_factory=list)  # task ids; empty: every task of the file
     samples: int = 3  # recipes written per task by the sampled and policy conditions
     seed: int = 0
+    batch_trials: int = 1  # runs trained together (engine.py), one adapter slot each
     model: str = EMBEDDED
     device: str = "auto"
 
@@ -80,18 +80,23 @@ def units(config: ArcBenchConfig, task: Task) -> list[tuple[str, str, int]]:
 
 def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str], None]) -> list[dict]:
     check_conditions(config.conditions)
+    if config.batch_trials < 1:
+        raise SealError("--batch-trials must be at least 1")
     tasks = bench_tasks(config)
     run = RunFolder(out_dir)
-    run.start(config, extendable=("conditions", "tasks"))
+    run.start(config, extendable=("conditions", "tasks", "batch_trials"))  # batching changes the time, not the runs
     repair(run)
     records = run.records()
     done = {r["key"] for r in records}
+    engine = None
     for task in tasks:
+        seed = seed_for(config.seed, task.name)  # the same seed for the task under every condition
         written: dict[str, list[WrittenRecipe]] = {}
+        runs: list[tuple[str, str, int, Attempt]] = []
+        copies: list[tuple[str, str, int, WrittenRecipe | None, Recipe]] = []
         for key, condition, sample in units(config, task):
             if key in done:
                 continue
-            seed = seed_for(config.seed, task.name)  # the same seed for the task under every condition
             mine = None
             if condition == "sampled" or condition.startswith("policy:"):
                 if condition not in written:  # all samples in one batch, so a resumed run draws the same ones
@@ -101,18 +106,27 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
                 mine = written[condition][sample]
             recipe = (None if condition == "in-context" else
                       NAMED_RECIPES[condition.split(":", 1)[1]] if condition.startswith("recipe:") else mine.recipe)
-            same = recipe is not None and next((r for r in records if r["task"] == task.name
-                                                and r["recipe"] == recipe.to_json() and "reused" not in r), None)
-            if same:  # the same recipe with the same seed trains the same adapter: its answers are taken over
-                new = {**same, "key": key, "condition": condition, "sample": sample, "reused": same["key"],
-                       "written": mine.text if mine else None, "rejected": mine.rejected if mine else None}
-                report(f"{key}: the same recipe as {same['key']}")
+            # the same recipe with the same seed trains the same adapter: one run's answers serve every such unit
+            if recipe is not None and (any(r["task"] == task.name and r["recipe"] == recipe.to_json() for r in records)
+                                       or any(a.recipe == recipe for *_, a in runs)):
+                copies.append((key, condition, sample, mine, recipe))
             else:
-                start = time.perf_counter()
-                result = solve(lm_ops.load(config.model, device=config.device), task, recipe, seed,
-                               written_by_model=mine)
-                new = record(key, condition, sample, result, mine)
-                report(f"{key}: {'solved' if result.solved else 'not solved'} in {time.perf_counter() - start:.0f} s")
+                runs.append((key, condition, sample, Attempt(task, recipe, seed, mine)))
+        if runs and engine is None:
+            engine = task_engine(lm_ops.load(config.model, device=config.device), config.batch_trials)
+        for first in range(0, len(runs), config.batch_trials):
+            batch = runs[first : first + config.batch_trials]
+            for (key, condition, sample, attempt), result in zip(batch, solve(engine, [a for *_, a in batch])):
+                new = record(key, condition, sample, result, attempt.written)
+                report(f"{key}: {'solved' if result.solved else 'not solved'} in {sum(result.seconds.values()):.0f} s")
+                run.append([new])
+                records.append(new)
+        for key, condition, sample, mine, recipe in copies:
+            same = next(r for r in records if r["task"] == task.name and r["recipe"] == recipe.to_json()
+                        and "reused" not in r)
+            new = {**same, "key": key, "condition": condition, "sample": sample, "reused": same["key"],
+                   "written": mine.text if mine else None, "rejected": mine.rejected if mine else None}
+            report(f"{key}: the same recipe as {same['key']}")
             run.append([new])
             records.append(new)
     return records

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from seal import model as lm_ops
 from seal.arc.recipes import FIRST_OBJECT, RECIPE_START, parse_recipe
-from seal.arc.solve import recipe_prompt, solve, write_recipes
+from seal.arc.solve import Attempt, recipe_prompt, solve, task_engine, write_recipes
 from seal.arc.tasks import Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED, SFTConfig
 from seal.errors import SealError
@@ -37,6 +37,7 @@ class ArcPolicyConfig:
     samples: int = 4  # recipes per task and round
     rounds: int = 2
     seed: int = 0
+    batch_trials: int = 1  # reward trials trained together (engine.py), one adapter slot each
     model: str = EMBEDDED  # the base model TTT adapts, and the first writer
     device: str = "auto"
     domain: str = DOMAIN  # tells a resumed run folder from the knowledge domain's
@@ -72,39 +73,53 @@ def _sample(run: RunFolder, config: ArcPolicyConfig, round_: int, writer_path: s
 def _rewards(run: RunFolder, config: ArcPolicyConfig, round_: int, tasks: list[Task], records: dict[str, dict],
              done: set[str], tick: Progress) -> None:
     keys = [(task, s) for task in tasks for s in range(config.samples)]
-    finished = sum(f"trial/{round_}/{t.name}/{s}" in done for t, s in keys)
-    for task, sample in keys:
-        key = f"trial/{round_}/{task.name}/{sample}"
-        if key in done:
-            continue
-        drawn = records[f"sample/{round_}/{task.name}"]
-        trial = {"key": key, "round": round_, "task": task.name, "sample": sample, "reward": 0.0, "seconds": {}}
-        if drawn["rejected"][sample] is None:  # an invalid recipe earns nothing and is never trained
-            recipe = parse_recipe(drawn["texts"][sample])
-            earlier = next((s for s in range(sample) if drawn["rejected"][s] is None
-                            and parse_recipe(drawn["texts"][s]) == recipe), None)
-            if earlier is not None:  # the same recipe with the task's one seed trains the same adapter
-                trial |= {"reward": records[f"trial/{round_}/{task.name}/{earlier}"]["reward"], "same_as": earlier}
-            else:
-                result = solve(lm_ops.load(config.model, device=config.device), task, recipe,
-                               seed_for(config.seed, task.name))
-                trial |= {"reward": 1.0 if result.solved else 0.0, "seconds": result.seconds}
-        run.append([trial])
-        records[key] = trial
-        finished += 1
+    pending = [(task, s) for task, s in keys if f"trial/{round_}/{task.name}/{s}" not in done]
+    finished = len(keys) - len(pending)
+
+    def record(trials: list[dict]) -> None:
+        nonlocal finished
+        run.append(trials)
+        records.update((trial["key"], trial) for trial in trials)
+        finished += len(trials)
         tick(f"rewards r{round_}", finished, len(keys))
+
+    runs: list[tuple[dict, Attempt]] = []
+    copies: list[tuple[dict, str]] = []
+    for task, sample in pending:
+        drawn = records[f"sample/{round_}/{task.name}"]
+        trial = {"key": f"trial/{round_}/{task.name}/{sample}", "round": round_, "task": task.name, "sample": sample,
+                 "reward": 0.0, "seconds": {}}
+        if drawn["rejected"][sample] is not None:  # an invalid recipe earns nothing and is never trained
+            record([trial])
+            continue
+        recipe = parse_recipe(drawn["texts"][sample])
+        first = next(s for s in range(sample + 1) if drawn["rejected"][s] is None
+                     and parse_recipe(drawn["texts"][s]) == recipe)
+        if first < sample:  # the same recipe with the task's one seed trains the same adapter: its reward is shared
+            copies.append((trial | {"same_as": first}, f"trial/{round_}/{task.name}/{first}"))
+        else:
+            runs.append((trial, Attempt(task, recipe, seed_for(config.seed, task.name))))
+    if runs:
+        engine = task_engine(lm_ops.load(config.model, device=config.device), config.batch_trials)
+        for first in range(0, len(runs), config.batch_trials):
+            batch = runs[first : first + config.batch_trials]
+            results = solve(engine, [attempt for _, attempt in batch])
+            record([trial | {"reward": 1.0 if result.solved else 0.0, "seconds": result.seconds}
+                    for (trial, _), result in zip(batch, results)])
+    for trial, first_key in copies:
+        record([trial | {"reward": records[first_key]["reward"]}])
 
 
 def run_arc_policy(out: Path, config: ArcPolicyConfig, progress: Progress | None = None) -> dict:
     """Run (or resume) ReST-EM over recipes into `out`; returns the per-round statistics (also in stats.json)."""
     tick = progress or (lambda name, done, total: None)
-    if min(config.samples, config.rounds) < 1:
-        raise SealError("--samples and --rounds must be at least 1")
+    if min(config.samples, config.rounds, config.batch_trials) < 1:
+        raise SealError("--samples, --rounds and --batch-trials must be at least 1")
     tasks = graded_tasks(load_tasks(Path(config.data), Path(config.solutions) if config.solutions else None),
                          "reward against")
     lm_ops.deterministic(config.device)
     run = RunFolder(out)
-    run.start(config, extendable=("rounds",))
+    run.start(config, extendable=("rounds", "batch_trials"))  # batching changes the time, not the rewards
     repair(run)
     writer_path = config.model
     for round_ in range(1, config.rounds + 1):

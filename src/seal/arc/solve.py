@@ -3,7 +3,11 @@
 Training texts are leave-one-out tasks: each training pair in turn is the query and the others its examples, under
 every view the recipe names (a view is applied to every grid of the text, so the rule is kept, seen from another
 side). The answer is asked under the same views; each reply is parsed, turned back, and the grid most views agree on
-wins (the task as given breaks ties)."""
+wins (the task as given breaks ties).
+
+Every attempt at a task is an adapter slot of the batched engine (`engine.py`), with the recipe's own learning rate
+and epochs: the reward trials of `seal train-policy --domain arc` and the runs of `seal bench arc` train several
+recipes in one pass (`--batch-trials`), `seal solve` one."""
 
 from __future__ import annotations
 
@@ -12,14 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from seal import model as lm_ops
 from seal.arc.recipes import RECIPE_START, Recipe, WrittenRecipe, recipe_request, written
 from seal.arc.tasks import MAX_SIDE, Grid, Task, grid_text, parse_grid, unview, view
-from seal.config import AdapterConfig, UpdateConfig
+from seal.config import UpdateConfig
+from seal.engine import BASE_SLOT, Engine, Job, Outcome
 from seal.model import LM
-from seal.update import Sequence, TrainStats, attach_trainable_adapter, train
+from seal.update import Sequence
 
 TEXT_TOKENS = 2048  # the longest training or asking text: examples are left out of a task's text until it fits
 RECIPE_TOKENS = 96  # a recipe's JSON is about 40 tokens
@@ -65,14 +68,14 @@ def leave_one_out(lm: LM, task: Task, recipe: Recipe) -> list[Sequence]:
     return sequences
 
 
-def train_at_test_time(lm: LM, task: Task, recipe: Recipe, seed: int = 0) -> TrainStats:
-    """A fresh LoRA adapter (the project's one configuration) trained on the recipe's texts."""
-    torch.manual_seed(seed)  # the adapter's initial weights
-    attach_trainable_adapter(lm, AdapterConfig())
-    # pack_tokens=0: one text per step, never two tasks' texts run together
-    config = UpdateConfig(lr=recipe.learning_rate, epochs=recipe.epochs, max_tokens=TEXT_TOKENS, pack_tokens=0,
-                          seed=seed)
-    return train(lm, leave_one_out(lm, task, recipe), config)
+def task_engine(lm: LM, slots: int = 1) -> Engine:
+    """The base model of `lm` with `slots` task adapters of the project's one LoRA shape, each trained by its own
+    recipe; pack_tokens=0: one text per row, never two of a task's texts run together."""
+    return Engine(lm, UpdateConfig(max_tokens=TEXT_TOKENS, pack_tokens=0), slots)
+
+
+def training_job(lm: LM, task: Task, recipe: Recipe, seed: int) -> Job:
+    return Job(leave_one_out(lm, task, recipe), seed, recipe.learning_rate, recipe.epochs)
 
 
 @dataclass
@@ -93,13 +96,14 @@ def vote(grids: list[Grid | None]) -> tuple[Grid | None, int]:
     return winner, best
 
 
-def predict(lm: LM, task: Task, views: list[str]) -> list[Answer]:
-    """Each test input asked under every view (greedy, one batch), turned back and voted."""
+def predict(engine: Engine, task: Task, views: list[str], slot: int) -> list[Answer]:
+    """Each test input asked through the slot's adapter under every view (greedy, one batch), turned back and
+    voted."""
     room = reply_tokens([o for _, o in task.train] + task.test)
     answers = []
     for test in task.test:
-        prompts = [fitted_prompt(lm, viewed_pairs(task, name), view(test, name), room) for name in views]
-        replies = lm_ops.generate(lm, prompts, max_new_tokens=room, batch_size=len(prompts))
+        prompts = [fitted_prompt(engine.lm, viewed_pairs(task, name), view(test, name), room) for name in views]
+        replies = engine.generate(prompts, [slot] * len(prompts), room, batch_size=len(prompts))
         grids = []
         for name, reply in zip(views, replies):
             grid = parse_grid(reply)
@@ -124,48 +128,68 @@ def write_recipes(lm: LM, task: Task, samples: int = 1, temperature: float = 0.0
 
 
 @dataclass
+class Attempt:
+    """One run at a task: test-time training by the recipe from `seed` (no recipe: the examples in context only)."""
+
+    task: Task
+    recipe: Recipe | None
+    seed: int = 0
+    written: WrittenRecipe | None = None  # the model's own recipe, when it wrote the one used
+
+
+@dataclass
 class Solved:
     task: str
     recipe: Recipe | None  # None: asked in context, no training
     answers: list[Answer]
     correct: list[bool] | None  # per test input, when the solutions are known
-    training: TrainStats | None
+    training: Outcome | None
     seconds: dict[str, float]
-    written: WrittenRecipe | None = None  # the model's own recipe, when it wrote the one used
+    written: WrittenRecipe | None = None
 
     @property
     def solved(self) -> bool | None:
         return None if self.correct is None else all(self.correct)
 
 
-def solve(lm: LM, task: Task, recipe: Recipe | None, seed: int = 0, keep: Path | None = None,
-          written_by_model: WrittenRecipe | None = None) -> Solved:
-    """Train `lm` on the task by the recipe (none: answer in context), answer its test inputs, grade them when the
-    solutions are known. `lm` carries the task's adapter afterwards; `keep` saves it to a folder."""
-    seconds = {}
-    training = None
-    if recipe is not None:
-        start = time.perf_counter()
-        training = train_at_test_time(lm, task, recipe, seed)
-        seconds["training"] = round(time.perf_counter() - start, 2)
-        if keep is not None:
-            lm.model.save_pretrained(str(keep))
+def solve(engine: Engine, attempts: list[Attempt]) -> list[Solved]:
+    """Every attempt's adapter trained in one batched pass (a slot each), then each attempt's test inputs answered
+    through its own adapter and graded when the solutions are known. Training seconds are the pass's, shared out."""
+    trained = [a for a in attempts if a.recipe is not None]
     start = time.perf_counter()
-    answers = predict(lm, task, recipe.views if recipe else ["identity"])
-    seconds["predicting"] = round(time.perf_counter() - start, 2)
-    correct = ([a.grid == truth for a, truth in zip(answers, task.solutions)]
-               if task.solutions is not None else None)
-    return Solved(task.name, recipe, answers, correct, training, seconds, written_by_model)
+    outcomes = engine.train([training_job(engine.lm, a.task, a.recipe, a.seed) for a in trained])
+    training_seconds = round((time.perf_counter() - start) / max(len(trained), 1), 2)
+    outcome_of = {id(a): (slot, outcome) for slot, (a, outcome) in enumerate(zip(trained, outcomes))}
+    results = []
+    for attempt in attempts:
+        task = attempt.task
+        slot, outcome = outcome_of.get(id(attempt), (BASE_SLOT, None))
+        views = attempt.recipe.views if attempt.recipe else ["identity"]
+        start = time.perf_counter()
+        if outcome is not None and outcome.failed:  # an adapter that did not train answers nothing
+            answers = [Answer(None, 0, len(views)) for _ in task.test]
+        else:
+            answers = predict(engine, task, views, slot)
+        seconds = {"predicting": round(time.perf_counter() - start, 2)}
+        if outcome is not None:
+            seconds = {"training": training_seconds, **seconds}
+        correct = ([a.grid == truth for a, truth in zip(answers, task.solutions)]
+                   if task.solutions is not None else None)
+        results.append(Solved(task.name, attempt.recipe, answers, correct, outcome, seconds, attempt.written))
+    return results
 
 
 def solve_tasks(tasks: list[Task], model: str, device: str = "auto", recipe: Recipe | None = None, seed: int = 0,
                 keep: Path | None = None, in_context: bool = False) -> list[Solved]:
-    """`seal solve`: each task on a fresh copy of the base model, by the given recipe, else by the recipe the model
-    writes for it (greedy), else (`in_context`) with no training. `keep` is a folder for the task adapters."""
+    """`seal solve`: each task by the given recipe, else by the recipe the model writes for it (greedy), else
+    (`in_context`) with no training, on a fresh adapter over the base model. `keep` is a folder for the task
+    adapters."""
+    engine = task_engine(lm_ops.load(model, device=device))
     results = []
     for task in tasks:
-        lm = lm_ops.load(model, device=device)
-        mine = None if recipe is not None or in_context else write_recipes(lm, task)[0]
+        mine = None if recipe is not None or in_context else write_recipes(engine.lm, task)[0]
         used = None if in_context else (recipe or mine.recipe)
-        results.append(solve(lm, task, used, seed, keep / task.name if keep and used else None, mine))
+        results += solve(engine, [Attempt(task, used, seed, mine)])
+        if keep is not None and used is not None:
+            engine.save_adapter(0, keep / task.name)
     return results
