@@ -19,8 +19,9 @@ from seal import model as lm_ops
 from seal.config import GenerationConfig
 from seal.documents import Passage
 from seal.errors import SealError
+from seal.executors import batches
 from seal.generate import write_self_edits
-from seal.reward import RewardWorker, Trial, TrialSetup, batches
+from seal.reward import RewardWorker, Trial, TrialSetup
 from seal.runs import seed_for
 from seal.squad import load_items, select
 from seal.update import sequence_text

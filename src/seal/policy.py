@@ -25,9 +25,10 @@ from seal import model as lm_ops
 from seal.config import ExecutorConfig, GenerationConfig, PolicyConfig, SFTConfig
 from seal.documents import Passage
 from seal.errors import SealError
+from seal.executors import Executor, batches, make_executor
 from seal.generate import write_self_edits
 from seal.prompts import STRATEGIES, self_edit_messages
-from seal.reward import Executor, Trial, TrialSetup, batches, make_executor
+from seal.reward import RewardWorker, Trial, TrialSetup
 from seal.runs import RunFolder, repair, seed_for
 from seal.sft import save_checkpoint, sft
 from seal.squad import Item, context_sha256, load_items, select
@@ -197,7 +198,8 @@ def run_policy(out: Path, config: PolicyConfig, executor_config: ExecutorConfig 
             finished = len(trials) - sum(trial.key not in done for batch in todo for trial in batch)
             tick(f"rewards r{round_}", finished, len(trials))
             if todo:
-                executor = executor or make_executor(executor_settings, setup)
+                executor = executor or make_executor(executor_settings, RewardWorker,
+                                                     (setup, executor_settings.batch_trials), config.device)
                 for results in executor.map(todo):
                     run.append(results)
                     finished += sum(result["key"] not in done for result in results)
