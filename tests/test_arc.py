@@ -2,6 +2,7 @@
 training on the tiny model."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from seal.arc.recipes import (
 )
 from seal.arc.solve import TEXT_TOKENS, Attempt, leave_one_out, solve, task_engine, vote
 from seal.arc.tasks import VIEWS, BadTask, grid_text, load_tasks, parse_grid, parse_task, unview, view
-from seal.config import AdapterConfig, UpdateConfig
+from seal.config import AdapterConfig, ExecutorConfig, UpdateConfig
 from seal.errors import SealError
 from seal.update import IGNORE, attach_trainable_adapter, reply_marker, tokenize, train
 
@@ -290,8 +291,8 @@ def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_mo
     challenges.write_text(json.dumps({"swap": swap, "other": swap}))
     answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "other": [SWAP["test"][0]["output"]]}))
     config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=3, rounds=1,
-                                    batch_trials=2, model=str(tiny_model_dir))
-    summary = policy.run_arc_policy(tmp_path / "run", config)
+                                    model=str(tiny_model_dir))
+    summary = policy.run_arc_policy(tmp_path / "run", config, ExecutorConfig(batch_trials=2))
     (first,) = summary["rounds"]
     assert solved_tasks == ["swap", "swap"]  # the invalid recipes never reached training, the repeated one once
     trials = {r["key"]: r for r in map(json.loads, (tmp_path / "run" / "trials.jsonl").read_text().splitlines())}
@@ -301,8 +302,34 @@ def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_mo
     assert policy.recipe_completion(good + "\nand some words") == good[len(RECIPE_START):]
     lineage = json.loads((tmp_path / "run" / "round-1" / "lineage.json").read_text())
     assert lineage["domain"] == "arc" and lineage["train_tasks"] == ["swap", "other"]
-    policy.run_arc_policy(tmp_path / "run", config)
+    policy.run_arc_policy(tmp_path / "run", config, ExecutorConfig(batch_trials=2))
     assert solved_tasks == ["swap", "swap"]  # resumed: nothing run again
+
+
+def test_recipe_rewards_are_the_same_in_process_and_from_a_pool_of_workers(tmp_path, tiny_model_dir, monkeypatch):
+    """Four distinct recipes in batches of two, trained in this process or by two spawned workers: every trial ends
+    with the same answers."""
+    from seal.arc import policy
+
+    texts = ['{"augmentations": ["identity"], "learning_rate": 0.001, "epochs": 1, "loss": "output"}',
+             '{"augmentations": ["transpose"], "learning_rate": 0.003, "epochs": 2, "loss": "all"}']
+    monkeypatch.setattr(policy, "write_recipes", lambda lm, task, samples, temperature, seed: [written(t) for t in texts])
+    challenges, answers = tmp_path / "train.json", tmp_path / "solutions.json"
+    swap = {"train": SWAP["train"], "test": [{"input": SWAP["test"][0]["input"]}]}
+    challenges.write_text(json.dumps({"swap": swap, "other": {**swap, "train": swap["train"][:2]}}))
+    answers.write_text(json.dumps({"swap": [SWAP["test"][0]["output"]], "other": [SWAP["test"][0]["output"]]}))
+    config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=2, rounds=1,
+                                    model=str(tiny_model_dir))
+    outcomes = {}
+    for kind in ("in-process", "process"):
+        policy.run_arc_policy(tmp_path / kind, config, ExecutorConfig(kind, workers=2, batch_trials=2))
+        records = [json.loads(line) for line in (tmp_path / kind / "trials.jsonl").read_text().splitlines()]
+        trials = [r for r in records if r["key"].startswith("trial/")]
+        assert len(trials) == 4 and all(r["batch"] == 2 for r in trials)
+        outcomes[kind] = sorted((r["key"], r["reward"], r["cells_right"], json.dumps(r["predicted"])) for r in trials)
+        if kind == "process":  # trained in the workers, not here
+            assert all(not r["worker"].endswith(f":{os.getpid()}") for r in trials)
+    assert outcomes["process"] == outcomes["in-process"]
 
 
 def test_train_policy_arc_refuses_bad_input_in_one_line(tmp_path):
@@ -318,7 +345,7 @@ def test_train_policy_arc_refuses_bad_input_in_one_line(tmp_path):
 
 
 def test_cells_right_gives_partial_credit_only_for_the_right_shape():
-    from seal.arc.bench import cells_right
+    from seal.arc.solve import cells_right
 
     truth = [[1, 2], [3, 4]]
     assert cells_right([[[1, 2], [3, 5]]], [truth]) == 0.75

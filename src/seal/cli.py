@@ -602,9 +602,8 @@ def train_policy(
         raise SealError(f"--domain {domain!r}: use knowledge or arc")
     recipes = RunFolder(resume).config().get("domain") == "arc" if resume is not None else domain == "arc"
     if recipes:
-        if executor != "in-process":
-            raise SealError("--domain arc runs its reward trials in process (--executor in-process)")
-        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, batch_trials, model, device,
+        executor_config = ExecutorConfig(executor, workers, ray_address, batch_trials or 1)
+        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, executor_config, model, device,
                             SFTConfig(lr=sft_lr, epochs=sft_epochs), as_json)
         return
     from seal.policy import run_policy
@@ -645,7 +644,7 @@ def train_policy(
 
 
 def train_recipe_writer(data: str | None, solutions: str | None, out_dir: Path, resume: Path | None, samples: int,
-                        rounds: int | None, seed: int, batch_trials: int | None, model: str, device: str,
+                        rounds: int | None, seed: int, executor_config: ExecutorConfig, model: str, device: str,
                         sft_config: SFTConfig, as_json: bool) -> None:
     """`seal train-policy --domain arc`: ReST-EM over the recipes of few-shot tasks."""
     from seal.arc.policy import ArcPolicyConfig, run_arc_policy
@@ -653,16 +652,14 @@ def train_recipe_writer(data: str | None, solutions: str | None, out_dir: Path, 
     if resume is not None:
         config = ArcPolicyConfig.from_dict(RunFolder(resume).config())
         config.rounds = rounds or config.rounds
-        config.batch_trials = batch_trials or config.batch_trials
         out_dir = resume
     elif data is None:
         raise SealError("give --data FILE for a new run, or --resume RUN to continue one")
     else:
         config = ArcPolicyConfig(data=data, solutions=solutions, samples=samples, rounds=rounds or 2, seed=seed,
-                                 batch_trials=batch_trials or ArcPolicyConfig.batch_trials, model=model,
-                                 device=device, sft=sft_config)
+                                 model=model, device=device, sft=sft_config)
     with task_bars() as tick:
-        summary = run_arc_policy(out_dir, config, tick)
+        summary = run_arc_policy(out_dir, config, executor_config, tick)
     if as_json:
         out.print_json(json.dumps(summary))
         return

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seal import model as lm_ops
 from seal.arc.recipes import NAMED_RECIPES, Recipe, WrittenRecipe
-from seal.arc.solve import Attempt, Solved, solve, task_engine, write_recipes
+from seal.arc.solve import Attempt, Solved, cells_right, solve, task_engine, write_recipes
 from seal.arc.tasks import Grid, Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED
 from seal.errors import SealError
@@ -134,17 +134,6 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
 
 PAPER = {"in-context": 0.0, "recipes before RL": 20.0, "after RL": 72.5, "oracle recipe": 100.0}  # Llama-3.2-1B
 TRAINED = ("recipe:", "sampled", "policy:")
-
-
-def cells_right(predicted: list[Grid | None], truths: list[Grid]) -> float:
-    """The share of a run's answer cells that are right, over its test inputs (an answer of the wrong shape: none).
-    Partial credit says how near a small model came where exact matches are rare."""
-    shares = []
-    for grid, truth in zip(predicted, truths):
-        same_shape = grid is not None and len(grid) == len(truth) and len(grid[0]) == len(truth[0])
-        shares.append(sum(a == b for row, want in zip(grid, truth) for a, b in zip(row, want))
-                      / (len(truth) * len(truth[0])) if same_shape else 0.0)
-    return sum(shares) / len(shares)
 
 
 def summarize(config: dict, records: list[dict], truths: dict[str, list[Grid]]) -> dict:

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.arc.recipes import FIRST_OBJECT, RECIPE_START, parse_recipe
-from seal.arc.solve import Attempt, recipe_prompt, solve, task_engine, write_recipes
+from seal.arc.recipes import FIRST_OBJECT, RECIPE_START, Recipe, parse_recipe
+from seal.arc.solve import Attempt, cells_right, recipe_prompt, solve, task_engine, write_recipes
 from seal.arc.tasks import Task, graded_tasks, load_tasks
-from seal.config import EMBEDDED, SFTConfig
+from seal.config import EMBEDDED, ExecutorConfig, SFTConfig
 from seal.errors import SealError
+from seal.executors import batches, make_executor, start_worker
 from seal.runs import RunFolder, repair, seed_for
 from seal.sft import save_checkpoint, sft
 from seal.store import now
@@ -37,7 +38,6 @@ class ArcPolicyConfig:
     samples: int = 4  # recipes per task and round
     rounds: int = 2
     seed: int = 0
-    batch_trials: int = 1  # reward trials trained together (engine.py), one adapter slot each
     model: str = EMBEDDED  # the base model TTT adapts, and the first writer
     device: str = "auto"
     domain: str = DOMAIN  # tells a resumed run folder from the knowledge domain's
@@ -70,56 +70,94 @@ def _sample(run: RunFolder, config: ArcPolicyConfig, round_: int, writer_path: s
                      "texts": [w.text for w in written], "rejected": [w.rejected for w in written]}])
 
 
-def _rewards(run: RunFolder, config: ArcPolicyConfig, round_: int, tasks: list[Task], records: dict[str, dict],
-             done: set[str], tick: Progress) -> None:
-    keys = [(task, s) for task in tasks for s in range(config.samples)]
-    pending = [(task, s) for task, s in keys if f"trial/{round_}/{task.name}/{s}" not in done]
-    finished = len(keys) - len(pending)
+@dataclass
+class RecipeTrial:
+    key: str
+    task: Task
+    recipe: Recipe
+    seed: int  # the task's one seed: every recipe for a task starts from the same adapter and data order
+    round: int
+    sample: int
 
-    def record(trials: list[dict]) -> None:
+
+class RecipeWorker:
+    """The base model with `batch_trials` task adapter slots (an executor's worker): trains a batch of recipes in one
+    pass and rewards each 1 when its adapter answers every test input exactly."""
+
+    def __init__(self, model: str, device: str, batch_trials: int, threads: int | None = None):
+        self.name = start_worker(device, threads)
+        self.engine = task_engine(lm_ops.load(model, device=device), batch_trials)
+
+    def run(self, trials: list[RecipeTrial]) -> list[dict]:
+        results = solve(self.engine, [Attempt(t.task, t.recipe, t.seed) for t in trials])
+        return [{"key": t.key, "round": t.round, "task": t.task.name, "sample": t.sample,
+                 "reward": 1.0 if result.solved else 0.0,
+                 "cells_right": round(cells_right([a.grid for a in result.answers], t.task.solutions or []), 3),
+                 "predicted": [a.grid for a in result.answers], "seconds": result.seconds, "worker": self.name,
+                 "batch": len(trials)} for t, result in zip(trials, results)]
+
+
+def _rewards(run: RunFolder, config: ArcPolicyConfig, executor_config: ExecutorConfig, round_: int,
+             tasks: list[Task], records: dict[str, dict], done: set[str], tick: Progress) -> None:
+    """Every sample's reward: an invalid recipe 0, a recipe written again for its task its first run's, and each
+    distinct one trained by the executor's workers, in batches formed from the whole round (so a resumed run trains
+    each in the batch it had; a batch with any trial missing is run again whole, the first record of a key kept)."""
+    keys = [f"trial/{round_}/{task.name}/{s}" for task in tasks for s in range(config.samples)]
+    finished = sum(key in done for key in keys)
+
+    def record(results: list[dict]) -> None:
         nonlocal finished
-        run.append(trials)
-        records.update((trial["key"], trial) for trial in trials)
-        finished += len(trials)
+        new = [r for r in results if r["key"] not in done]
+        run.append(new)
+        records.update((r["key"], r) for r in new)
+        done.update(r["key"] for r in new)
+        finished += len(new)
         tick(f"rewards r{round_}", finished, len(keys))
 
-    runs: list[tuple[dict, Attempt]] = []
-    copies: list[tuple[dict, str]] = []
-    for task, sample in pending:
+    trials: list[RecipeTrial] = []
+    others: list[dict] = []  # invalid recipes and repeats, recorded once the runs they copy are
+    for task in tasks:
         drawn = records[f"sample/{round_}/{task.name}"]
-        trial = {"key": f"trial/{round_}/{task.name}/{sample}", "round": round_, "task": task.name, "sample": sample,
-                 "reward": 0.0, "seconds": {}}
-        if drawn["rejected"][sample] is not None:  # an invalid recipe earns nothing and is never trained
-            record([trial])
-            continue
-        recipe = parse_recipe(drawn["texts"][sample])
-        first = next(s for s in range(sample + 1) if drawn["rejected"][s] is None
-                     and parse_recipe(drawn["texts"][s]) == recipe)
-        if first < sample:  # the same recipe with the task's one seed trains the same adapter: its reward is shared
-            copies.append((trial | {"same_as": first}, f"trial/{round_}/{task.name}/{first}"))
-        else:
-            runs.append((trial, Attempt(task, recipe, seed_for(config.seed, task.name))))
-    if runs:
-        engine = task_engine(lm_ops.load(config.model, device=config.device), config.batch_trials)
-        for first in range(0, len(runs), config.batch_trials):
-            batch = runs[first : first + config.batch_trials]
-            results = solve(engine, [attempt for _, attempt in batch])
-            record([trial | {"reward": 1.0 if result.solved else 0.0, "seconds": result.seconds}
-                    for (trial, _), result in zip(batch, results)])
-    for trial, first_key in copies:
-        record([trial | {"reward": records[first_key]["reward"]}])
+        recipes = [None if rejected else parse_recipe(text) for text, rejected in zip(drawn["texts"],
+                                                                                        drawn["rejected"])]
+        for sample, recipe in enumerate(recipes[: config.samples]):
+            key = f"trial/{round_}/{task.name}/{sample}"
+            trial = {"key": key, "round": round_, "task": task.name, "sample": sample, "reward": 0.0, "seconds": {}}
+            first = recipes.index(recipe)
+            if recipe is None:  # an invalid recipe earns nothing and is never trained
+                others.append(trial)
+            elif first < sample:  # the same recipe from the task's one seed trains the same adapter
+                others.append(trial | {"same_as": first})
+            else:
+                trials.append(RecipeTrial(key, task, recipe, seed_for(config.seed, task.name), round_, sample))
+    todo = [batch for batch in batches(trials, executor_config.batch_trials) if any(t.key not in done for t in batch)]
+    if todo:
+        executor = make_executor(executor_config, RecipeWorker, (config.model, config.device,
+                                                                 executor_config.batch_trials), config.device)
+        try:
+            for results in executor.map(todo):
+                record(results)
+        finally:
+            executor.close()
+    for trial in others:
+        if "same_as" in trial:
+            copied = records[f"trial/{round_}/{trial['task']}/{trial['same_as']}"]
+            trial |= {name: copied[name] for name in ("reward", "cells_right", "predicted") if name in copied}
+        record([trial])
 
 
-def run_arc_policy(out: Path, config: ArcPolicyConfig, progress: Progress | None = None) -> dict:
+def run_arc_policy(out: Path, config: ArcPolicyConfig, executor_config: ExecutorConfig | None = None,
+                   progress: Progress | None = None) -> dict:
     """Run (or resume) ReST-EM over recipes into `out`; returns the per-round statistics (also in stats.json)."""
     tick = progress or (lambda name, done, total: None)
-    if min(config.samples, config.rounds, config.batch_trials) < 1:
-        raise SealError("--samples, --rounds and --batch-trials must be at least 1")
+    if min(config.samples, config.rounds) < 1:
+        raise SealError("--samples and --rounds must be at least 1")
+    executor_config = executor_config or ExecutorConfig(batch_trials=1)
     tasks = graded_tasks(load_tasks(Path(config.data), Path(config.solutions) if config.solutions else None),
                          "reward against")
     lm_ops.deterministic(config.device)
     run = RunFolder(out)
-    run.start(config, extendable=("rounds", "batch_trials"))  # batching changes the time, not the rewards
+    run.start(config, extendable=("rounds",))
     repair(run)
     writer_path = config.model
     for round_ in range(1, config.rounds + 1):
@@ -132,7 +170,7 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, progress: Progress | None
         _sample(run, config, round_, writer_path, tasks, done)
         tick(f"sample r{round_}", 1, 1)
         records = {r["key"]: r for r in run.records()}
-        _rewards(run, config, round_, tasks, records, run.done(), tick)
+        _rewards(run, config, executor_config, round_, tasks, records, run.done(), tick)
         records = {r["key"]: r for r in run.records()}
         writer = lm_ops.load(writer_path, device=config.device)
         pairs = []

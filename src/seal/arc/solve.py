@@ -127,6 +127,17 @@ def write_recipes(lm: LM, task: Task, samples: int = 1, temperature: float = 0.0
     return [written(RECIPE_START + reply) for reply in replies]
 
 
+def cells_right(predicted: list[Grid | None], truths: list[Grid]) -> float:
+    """The share of a run's answer cells that are right, over its test inputs (an answer of the wrong shape: none).
+    Partial credit says how near a small model came where exact matches are rare."""
+    shares = []
+    for grid, truth in zip(predicted, truths):
+        same_shape = grid is not None and len(grid) == len(truth) and len(grid[0]) == len(truth[0])
+        shares.append(sum(a == b for row, want in zip(grid, truth) for a, b in zip(row, want))
+                      / (len(truth) * len(truth[0])) if same_shape else 0.0)
+    return sum(shares) / len(shares)
+
+
 @dataclass
 class Attempt:
     """One run at a task: test-time training by the recipe from `seed` (no recipe: the examples in context only)."""
