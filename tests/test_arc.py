@@ -306,6 +306,46 @@ def test_train_policy_on_recipes_keeps_what_solved_and_resumes(tmp_path, tiny_mo
     assert solved_tasks == ["swap", "swap"]  # resumed: nothing run again
 
 
+def test_the_writer_is_tuned_on_each_tasks_best_recipes():
+    from seal.arc.policy import kept_recipes
+
+    assert kept_recipes(["a", "b", "a"], [1.0, 0.0, 1.0]) == ["a"]  # exact: every distinct recipe that solved
+    assert kept_recipes(["a", "b", "c"], [1.0, 0.0, 1.0]) == ["a", "c"]
+    assert kept_recipes(["a", "b", "c"], [0.5, 0.75, 0.25]) == ["b"]  # cells: the nearest
+    assert kept_recipes(["a", "b"], [0.0, 0.0]) == []  # nothing right: nothing to imitate
+
+
+def test_a_partial_credit_reward_keeps_the_nearest_recipe(tmp_path, tiny_model_dir, monkeypatch):
+    """--reward cells: a recipe's reward is the share of answer cells right, and the writer is tuned on the task's
+    nearest recipe, though none solved it."""
+    from seal.arc import policy
+
+    texts = ['{"augmentations": ["identity"], "learning_rate": 0.001, "epochs": 1, "loss": "output"}',
+             '{"augmentations": ["transpose"], "learning_rate": 0.003, "epochs": 1, "loss": "all"}']
+    monkeypatch.setattr(policy, "write_recipes", lambda lm, task, *_: [written(t) for t in texts])
+    truth = SWAP["test"][0]["output"]  # [[2, 0], [1, 2]]
+
+    def near_misses(engine, attempts):
+        results = solve(engine, attempts)
+        for attempt, result in zip(attempts, results):  # the transpose recipe gets 3 of 4 cells, the other 1
+            grid = [[2, 0], [1, 1]] if "transpose" in attempt.recipe.augmentations else [[0, 1], [0, 2]]
+            result.answers[0].grid, result.correct = grid, [grid == truth]
+        return results
+
+    monkeypatch.setattr(policy, "solve", near_misses)
+    challenges, answers = tmp_path / "train.json", tmp_path / "solutions.json"
+    challenges.write_text(json.dumps({"swap": {"train": SWAP["train"], "test": [{"input": SWAP["test"][0]["input"]}]}}))
+    answers.write_text(json.dumps({"swap": [truth]}))
+    config = policy.ArcPolicyConfig(data=str(challenges), solutions=str(answers), samples=2, rounds=1, reward="cells",
+                                    model=str(tiny_model_dir))
+    (first,) = policy.run_arc_policy(tmp_path / "run", config)["rounds"]
+    trials = {r["key"]: r for r in map(json.loads, (tmp_path / "run" / "trials.jsonl").read_text().splitlines())}
+    assert [trials[f"trial/1/swap/{s}"]["reward"] for s in (0, 1)] == [0.25, 0.75]
+    assert (first["recipes_solved"], first["examples"], first["mean_reward"]) == (0, 1, 0.5)
+    with pytest.raises(SealError, match="--reward 'half'"):
+        policy.run_arc_policy(tmp_path / "other", policy.ArcPolicyConfig(**{**config.__dict__, "reward": "half"}))
+
+
 def test_recipe_rewards_are_the_same_in_process_and_from_a_pool_of_workers(tmp_path, tiny_model_dir, monkeypatch):
     """Four distinct recipes in batches of two, trained in this process or by two spawned workers: every trial ends
     with the same answers."""
@@ -313,7 +353,7 @@ def test_recipe_rewards_are_the_same_in_process_and_from_a_pool_of_workers(tmp_p
 
     texts = ['{"augmentations": ["identity"], "learning_rate": 0.001, "epochs": 1, "loss": "output"}',
              '{"augmentations": ["transpose"], "learning_rate": 0.003, "epochs": 2, "loss": "all"}']
-    monkeypatch.setattr(policy, "write_recipes", lambda lm, task, samples, temperature, seed: [written(t) for t in texts])
+    monkeypatch.setattr(policy, "write_recipes", lambda lm, task, *_: [written(t) for t in texts])
     challenges, answers = tmp_path / "train.json", tmp_path / "solutions.json"
     swap = {"train": SWAP["train"], "test": [{"input": SWAP["test"][0]["input"]}]}
     challenges.write_text(json.dumps({"swap": swap, "other": {**swap, "train": swap["train"][:2]}}))

@@ -565,6 +565,8 @@ def train_policy(
     domain: Annotated[str, typer.Option(help="knowledge (self-edits to learn from) or arc (training recipes for "
                                              "few-shot tasks).")] = "knowledge",
     solutions: Annotated[Optional[str], typer.Option(help="--domain arc: ARC's solutions file for --data.")] = None,
+    reward: Annotated[str, typer.Option(help="--domain arc: exact (1 when every test output is right, as SEAL) or "
+                                             "cells (the share of answer cells right).")] = "exact",
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: trials, round-N/ checkpoints, stats.")] = Path("runs/policy"),
     resume: Annotated[Optional[Path], typer.Option(help="Resume this run folder with its own settings.")] = None,
     passages: Annotated[int, typer.Option(min=1, help="Training passages.")] = PolicyConfig.passages,
@@ -603,8 +605,8 @@ def train_policy(
     recipes = RunFolder(resume).config().get("domain") == "arc" if resume is not None else domain == "arc"
     if recipes:
         executor_config = ExecutorConfig(executor, workers, ray_address, batch_trials or 1)
-        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, executor_config, model, device,
-                            SFTConfig(lr=sft_lr, epochs=sft_epochs), as_json)
+        train_recipe_writer(data, solutions, out_dir, resume, samples, rounds, seed, reward, executor_config, model,
+                            device, SFTConfig(lr=sft_lr, epochs=sft_epochs), as_json)
         return
     from seal.policy import run_policy
 
@@ -644,8 +646,8 @@ def train_policy(
 
 
 def train_recipe_writer(data: str | None, solutions: str | None, out_dir: Path, resume: Path | None, samples: int,
-                        rounds: int | None, seed: int, executor_config: ExecutorConfig, model: str, device: str,
-                        sft_config: SFTConfig, as_json: bool) -> None:
+                        rounds: int | None, seed: int, reward: str, executor_config: ExecutorConfig, model: str,
+                        device: str, sft_config: SFTConfig, as_json: bool) -> None:
     """`seal train-policy --domain arc`: ReST-EM over the recipes of few-shot tasks."""
     from seal.arc.policy import ArcPolicyConfig, run_arc_policy
 
@@ -657,18 +659,18 @@ def train_recipe_writer(data: str | None, solutions: str | None, out_dir: Path, 
         raise SealError("give --data FILE for a new run, or --resume RUN to continue one")
     else:
         config = ArcPolicyConfig(data=data, solutions=solutions, samples=samples, rounds=rounds or 2, seed=seed,
-                                 model=model, device=device, sft=sft_config)
+                                 reward=reward, model=model, device=device, sft=sft_config)
     with task_bars() as tick:
         summary = run_arc_policy(out_dir, config, executor_config, tick)
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    table = Table("round", "valid recipes", "recipes that solved", "tasks solved", "SFT examples", "SFT loss",
-                  title="rewards: the task solved after test-time training by the recipe")
+    table = Table("round", "valid recipes", "recipes that solved", "tasks solved", "mean reward", "SFT examples",
+                  "SFT loss", title=f"rewards ({config.reward}): the task after test-time training by the recipe")
     for r in summary["rounds"]:
         loss = f"{r['sft_losses'][0]} -> {r['sft_losses'][-1]}" if r["sft_losses"] else "-"
         table.add_row(str(r["round"]), f"{r['recipes_valid']}/{r['recipes']}", str(r["recipes_solved"]),
-                      f"{r['tasks_solved']}/{r['tasks']}", str(r["examples"]), loss)
+                      f"{r['tasks_solved']}/{r['tasks']}", str(r.get("mean_reward", "-")), str(r["examples"]), loss)
     out.print(table)
     out.print(f"recipe writer: {summary['rounds'][-1]['checkpoint']}  (seal bench arc --conditions "
               f"policy:{summary['rounds'][-1]['checkpoint']})")

@@ -1,11 +1,13 @@
 """`seal train-policy --domain arc`: ReST-EM over recipes, as SEAL trains its ARC self-edits.
 
 Each round the current writer samples recipes for every training task; each valid recipe runs as test-time training
-on a fresh copy of the base model and is rewarded 1 when the adapted model answers every test input exactly. An
-invalid recipe is rewarded 0 and never trained; one written again for the task takes its first run's reward (with the
-task's one seed it trains the same adapter). The writer is fine-tuned on the recipes that solved their task (the loss
-on the recipe only) and merged into the next round's writer. Every sampled task, reward and SFT step is a
-line of trials.jsonl: a killed run resumes where it stopped. Use tasks that no benchmark evaluates on (SEAL trains on
+on a fresh adapter over the base model and is rewarded 1 when the adapted model answers every test input exactly
+(SEAL's reward), or with `reward="cells"` the share of answer cells it got right (partial credit, for a model that
+seldom solves a task whole). An invalid recipe is rewarded 0 and never trained; one written again for the task takes
+its first run's reward (with the task's one seed it trains the same adapter). The writer is fine-tuned on each task's
+best recipes (every one that solved it; with cells, the nearest), the loss on the recipe only, and merged into the
+next round's writer. Every sampled task, reward and SFT step is a line of trials.jsonl: a killed run resumes where it
+stopped. Use tasks that no benchmark evaluates on (SEAL trains on
 its training subset and reports its evaluation subset)."""
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from seal.store import now
 
 Progress = Callable[[str, int, int], None]
 DOMAIN = "arc"
+REWARDS = ("exact", "cells")
 SAMPLE_TEMPERATURE = 1.0
 
 
@@ -38,6 +41,7 @@ class ArcPolicyConfig:
     samples: int = 4  # recipes per task and round
     rounds: int = 2
     seed: int = 0
+    reward: str = "exact"  # exact: 1 when every test output is right (SEAL's); cells: the share of answer cells right
     model: str = EMBEDDED  # the base model TTT adapts, and the first writer
     device: str = "auto"
     domain: str = DOMAIN  # tells a resumed run folder from the knowledge domain's
@@ -50,6 +54,15 @@ class ArcPolicyConfig:
         except (TypeError, KeyError) as err:
             raise SealError(f"the run was written by another version of seal and cannot be resumed ({err}); "
                             "start a new run with --out") from err
+
+
+def kept_recipes(completions: list[str], rewards: list[float]) -> list[str]:
+    """A task's recipes the writer is fine-tuned on: those with the task's best reward, when it is above 0, each
+    distinct one once (with the exact reward, every recipe that solved the task; with cells, the nearest)."""
+    best = max(rewards, default=0.0)
+    if best <= 0:
+        return []
+    return list(dict.fromkeys(text for text, reward in zip(completions, rewards) if reward == best))
 
 
 def recipe_completion(text: str) -> str:
@@ -84,17 +97,21 @@ class RecipeWorker:
     """The base model with `batch_trials` task adapter slots (an executor's worker): trains a batch of recipes in one
     pass and rewards each 1 when its adapter answers every test input exactly."""
 
-    def __init__(self, model: str, device: str, batch_trials: int, threads: int | None = None):
+    def __init__(self, model: str, device: str, batch_trials: int, reward: str, threads: int | None = None):
         self.name = start_worker(device, threads)
         self.engine = task_engine(lm_ops.load(model, device=device), batch_trials)
+        self.reward = reward
 
     def run(self, trials: list[RecipeTrial]) -> list[dict]:
-        results = solve(self.engine, [Attempt(t.task, t.recipe, t.seed) for t in trials])
-        return [{"key": t.key, "round": t.round, "task": t.task.name, "sample": t.sample,
-                 "reward": 1.0 if result.solved else 0.0,
-                 "cells_right": round(cells_right([a.grid for a in result.answers], t.task.solutions or []), 3),
-                 "predicted": [a.grid for a in result.answers], "seconds": result.seconds, "worker": self.name,
-                 "batch": len(trials)} for t, result in zip(trials, results)]
+        records = []
+        for trial, result in zip(trials, solve(self.engine, [Attempt(t.task, t.recipe, t.seed) for t in trials])):
+            cells = round(cells_right([a.grid for a in result.answers], trial.task.solutions or []), 3)
+            records.append({"key": trial.key, "round": trial.round, "task": trial.task.name, "sample": trial.sample,
+                            "reward": cells if self.reward == "cells" else float(bool(result.solved)),
+                            "solved": bool(result.solved), "cells_right": cells,
+                            "predicted": [a.grid for a in result.answers], "seconds": result.seconds,
+                            "worker": self.name, "batch": len(trials)})
+        return records
 
 
 def _rewards(run: RunFolder, config: ArcPolicyConfig, executor_config: ExecutorConfig, round_: int,
@@ -122,7 +139,8 @@ def _rewards(run: RunFolder, config: ArcPolicyConfig, executor_config: ExecutorC
                                                                                         drawn["rejected"])]
         for sample, recipe in enumerate(recipes[: config.samples]):
             key = f"trial/{round_}/{task.name}/{sample}"
-            trial = {"key": key, "round": round_, "task": task.name, "sample": sample, "reward": 0.0, "seconds": {}}
+            trial = {"key": key, "round": round_, "task": task.name, "sample": sample, "reward": 0.0, "solved": False,
+                     "seconds": {}}
             first = recipes.index(recipe)
             if recipe is None:  # an invalid recipe earns nothing and is never trained
                 others.append(trial)
@@ -133,7 +151,8 @@ def _rewards(run: RunFolder, config: ArcPolicyConfig, executor_config: ExecutorC
     todo = [batch for batch in batches(trials, executor_config.batch_trials) if any(t.key not in done for t in batch)]
     if todo:
         executor = make_executor(executor_config, RecipeWorker, (config.model, config.device,
-                                                                 executor_config.batch_trials), config.device)
+                                                                 executor_config.batch_trials, config.reward),
+                                 config.device)
         try:
             for results in executor.map(todo):
                 record(results)
@@ -142,7 +161,7 @@ def _rewards(run: RunFolder, config: ArcPolicyConfig, executor_config: ExecutorC
     for trial in others:
         if "same_as" in trial:
             copied = records[f"trial/{round_}/{trial['task']}/{trial['same_as']}"]
-            trial |= {name: copied[name] for name in ("reward", "cells_right", "predicted") if name in copied}
+            trial |= {name: copied[name] for name in ("reward", "solved", "cells_right", "predicted") if name in copied}
         record([trial])
 
 
@@ -152,6 +171,8 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, executor_config: Executor
     tick = progress or (lambda name, done, total: None)
     if min(config.samples, config.rounds) < 1:
         raise SealError("--samples and --rounds must be at least 1")
+    if config.reward not in REWARDS:
+        raise SealError(f"--reward {config.reward!r}: use {' or '.join(REWARDS)}")
     executor_config = executor_config or ExecutorConfig(batch_trials=1)
     tasks = graded_tasks(load_tasks(Path(config.data), Path(config.solutions) if config.solutions else None),
                          "reward against")
@@ -175,11 +196,11 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, executor_config: Executor
         writer = lm_ops.load(writer_path, device=config.device)
         pairs = []
         for task in tasks:
-            prompt = recipe_prompt(writer, task)
             texts = records[f"sample/{round_}/{task.name}"]["texts"]
-            solved = [recipe_completion(texts[s]) for s in range(config.samples)
-                      if records[f"trial/{round_}/{task.name}/{s}"]["reward"] > 0]
-            pairs += [(prompt, completion) for completion in dict.fromkeys(solved)]  # each distinct recipe once
+            rewards = [records[f"trial/{round_}/{task.name}/{s}"]["reward"] for s in range(config.samples)]
+            prompt = recipe_prompt(writer, task)
+            completions = [recipe_completion(text) for text in texts[: config.samples]]
+            pairs += [(prompt, completion) for completion in kept_recipes(completions, rewards)]
         sft_config = SFTConfig(**{**asdict(config.sft), "seed": seed_for("sft", round_)})
         stats = sft(writer, pairs, sft_config) if pairs else None
         lineage = {"kind": "seal recipe policy", "domain": DOMAIN, "round": round_, "base_model": config.model,
@@ -191,8 +212,9 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, executor_config: Executor
                      "sft_losses": stats.epoch_losses if stats else [],
                      "recipes_valid": sum(r is None for t in tasks
                                           for r in records[f"sample/{round_}/{t.name}"]["rejected"]),
-                     "recipes": len(trials), "recipes_solved": sum(r["reward"] > 0 for r in trials),
-                     "tasks_solved": len({r["task"] for r in trials if r["reward"] > 0}), "tasks": len(tasks)}])
+                     "recipes": len(trials), "recipes_solved": sum(r["solved"] for r in trials),
+                     "tasks_solved": len({r["task"] for r in trials if r["solved"]}), "tasks": len(tasks),
+                     "mean_reward": round(sum(r["reward"] for r in trials) / len(trials), 3)}])
         writer_path = str(checkpoint)
     rounds = sorted((r for r in run.records() if r["key"].startswith("sft/")), key=lambda r: r["round"])
     summary = {"rounds": [{k: v for k, v in r.items() if k != "key"} | {"checkpoint": str(out / f"round-{r['round']}")}
