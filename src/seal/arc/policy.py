@@ -7,8 +7,8 @@ seldom solves a task whole). An invalid recipe is rewarded 0 and never trained; 
 its first run's reward (with the task's one seed it trains the same adapter). The writer is fine-tuned on each task's
 best recipes (every one that solved it; with cells, the nearest), the loss on the recipe only, and merged into the
 next round's writer. Every sampled task, reward and SFT step is a line of trials.jsonl: a killed run resumes where it
-stopped. Use tasks that no benchmark evaluates on (SEAL trains on
-its training subset and reports its evaluation subset)."""
+stopped. Use tasks that no benchmark evaluates on (SEAL trains on its training subset and reports its evaluation
+subset)."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class RecipeTrial:
 
 class RecipeWorker:
     """The base model with `batch_trials` task adapter slots (an executor's worker): trains a batch of recipes in one
-    pass and rewards each 1 when its adapter answers every test input exactly."""
+    pass and rewards each by what its adapter answers (`reward`: exact or cells)."""
 
     def __init__(self, model: str, device: str, batch_trials: int, reward: str, threads: int | None = None):
         self.name = start_worker(device, threads)
