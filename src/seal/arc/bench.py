@@ -19,7 +19,9 @@ from seal.arc.recipes import NAMED_RECIPES, Recipe, WrittenRecipe
 from seal.arc.solve import Attempt, Solved, cells_right, solve, task_engine, write_recipes
 from seal.arc.tasks import Grid, Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED
+from seal.engine import Engine
 from seal.errors import SealError
+from seal.model import LM
 from seal.runs import RunFolder, repair, seed_for
 
 SAMPLE_TEMPERATURE = 1.0
@@ -88,7 +90,15 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
     repair(run)
     records = run.records()
     done = {r["key"] for r in records}
-    engine = None
+    engine: Engine | None = None
+    writers: dict[str, LM] = {}  # loaded once, and only for a task with a unit to run
+
+    def base() -> Engine:
+        nonlocal engine
+        if engine is None:
+            engine = task_engine(lm_ops.load(config.model, device=config.device), config.batch_trials)
+        return engine
+
     for task in tasks:
         seed = seed_for(config.seed, task.name)  # the same seed for the task under every condition
         written: dict[str, list[WrittenRecipe]] = {}
@@ -99,10 +109,12 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
                 continue
             mine = None
             if condition == "sampled" or condition.startswith("policy:"):
+                if condition not in writers:  # the untrained writer is the engine's base model (no slot while writing)
+                    writers[condition] = (base().lm if condition == "sampled" else
+                                          lm_ops.load(condition.split(":", 1)[1], device=config.device))
                 if condition not in written:  # all samples in one batch, so a resumed run draws the same ones
-                    writer = lm_ops.load(config.model if condition == "sampled" else condition.split(":", 1)[1],
-                                         device=config.device)
-                    written[condition] = write_recipes(writer, task, config.samples, SAMPLE_TEMPERATURE, seed)
+                    written[condition] = write_recipes(writers[condition], task, config.samples, SAMPLE_TEMPERATURE,
+                                                       seed)
                 mine = written[condition][sample]
             recipe = (None if condition == "in-context" else
                       NAMED_RECIPES[condition.split(":", 1)[1]] if condition.startswith("recipe:") else mine.recipe)
@@ -112,11 +124,9 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
                 copies.append((key, condition, sample, mine, recipe))
             else:
                 runs.append((key, condition, sample, Attempt(task, recipe, seed, mine)))
-        if runs and engine is None:
-            engine = task_engine(lm_ops.load(config.model, device=config.device), config.batch_trials)
         for first in range(0, len(runs), config.batch_trials):
             batch = runs[first : first + config.batch_trials]
-            for (key, condition, sample, attempt), result in zip(batch, solve(engine, [a for *_, a in batch])):
+            for (key, condition, sample, attempt), result in zip(batch, solve(base(), [a for *_, a in batch])):
                 new = record(key, condition, sample, result, attempt.written)
                 report(f"{key}: {'solved' if result.solved else 'not solved'} in {sum(result.seconds.values()):.0f} s")
                 run.append([new])

@@ -139,15 +139,15 @@ def _rewards(run: RunFolder, config: ArcPolicyConfig, executor_config: ExecutorC
                                                                                         drawn["rejected"])]
         for sample, recipe in enumerate(recipes[: config.samples]):
             key = f"trial/{round_}/{task.name}/{sample}"
+            first = recipes.index(recipe)
+            if recipe is not None and first == sample:
+                trials.append(RecipeTrial(key, task, recipe, seed_for(config.seed, task.name), round_, sample))
+                continue
             trial = {"key": key, "round": round_, "task": task.name, "sample": sample, "reward": 0.0, "solved": False,
                      "seconds": {}}
-            first = recipes.index(recipe)
-            if recipe is None:  # an invalid recipe earns nothing and is never trained
-                others.append(trial)
-            elif first < sample:  # the same recipe from the task's one seed trains the same adapter
-                others.append(trial | {"same_as": first})
-            else:
-                trials.append(RecipeTrial(key, task, recipe, seed_for(config.seed, task.name), round_, sample))
+            # an invalid recipe earns nothing and is never trained; a repeat from the task's one seed trains the same
+            # adapter as its first run, whose reward it takes
+            others.append(trial if recipe is None else trial | {"same_as": first})
     todo = [batch for batch in batches(trials, executor_config.batch_trials) if any(t.key not in done for t in batch)]
     if todo:
         executor = make_executor(executor_config, RecipeWorker, (config.model, config.device,
