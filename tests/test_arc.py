@@ -15,16 +15,30 @@ from peft.tuners.lora import LoraLayer
 from seal import model as lm_ops
 from seal.arc.recipes import (
     DEFAULT_RECIPE,
+    EXAMPLE_RECIPES,
     RECIPE_START,
     BadRecipe,
     Recipe,
     check_recipe,
     parse_recipe,
     read_recipe,
+    recipe_request,
     written,
 )
 from seal.arc.solve import TEXT_TOKENS, Attempt, leave_one_out, solve, task_engine, vote
-from seal.arc.tasks import VIEWS, BadTask, grid_text, load_tasks, parse_grid, parse_task, unview, view
+from seal.arc.tasks import (
+    MAX_RECOLOURINGS,
+    VIEWS,
+    BadTask,
+    grid_text,
+    load_tasks,
+    parse_grid,
+    parse_task,
+    recolour_view,
+    recolouring,
+    unview,
+    view,
+)
 from seal.config import AdapterConfig, ExecutorConfig, UpdateConfig
 from seal.errors import SealError
 from seal.update import IGNORE, attach_trainable_adapter, reply_marker, tokenize, train
@@ -53,7 +67,7 @@ def test_a_reply_that_is_not_a_grid_parses_to_none(reply):
     assert parse_grid(reply) is None
 
 
-@pytest.mark.parametrize("name", list(VIEWS))
+@pytest.mark.parametrize("name", [*VIEWS, *(recolour_view(k) for k in range(1, MAX_RECOLOURINGS + 1))])
 def test_every_view_is_undone_by_its_inverse(name):
     grid = [[1, 2, 3], [4, 5, 6]]  # not square, so a transpose and a rotation can be told apart
     assert unview(view(grid, name), name) == grid
@@ -67,6 +81,15 @@ def test_views_are_the_eight_symmetries_of_the_square():
     assert view(grid, "flip_vertical") == [[3, 4], [1, 2]]
     assert view(grid, "antitranspose") == [[4, 2], [3, 1]]
     assert len({json.dumps(view(grid, name)) for name in VIEWS}) == 8
+
+
+def test_recolourings_are_fixed_permutations_that_keep_the_background():
+    grid = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    maps = [recolouring(k) for k in range(1, MAX_RECOLOURINGS + 1)]
+    assert all(m[0] == 0 and sorted(m) == list(range(10)) for m in maps)
+    assert len({tuple(m) for m in maps}) == MAX_RECOLOURINGS  # every copy a different one
+    assert view(grid, "recolour3") == [[recolouring(3)[c] for c in row] for row in grid]
+    assert maps == [recolouring(k) for k in range(1, MAX_RECOLOURINGS + 1)]  # the same in every run
 
 
 def test_vote_takes_the_most_common_grid_and_the_earliest_on_a_tie():
@@ -89,9 +112,27 @@ def test_recipes_are_checked_before_training():
         with pytest.raises(BadRecipe, match=reason):
             parse_recipe(bad)
     assert read_recipe("every-view").views == list(VIEWS)
+    recoloured = check_recipe({"augmentations": ["transpose"], "recolourings": 2})
+    assert recoloured.views == ["identity", "transpose", "recolour1", "recolour2"]
+    for bad in (-1, MAX_RECOLOURINGS + 1, 1.0, "2"):
+        with pytest.raises(BadRecipe, match="recolourings"):
+            check_recipe({"recolourings": bad})
+    assert check_recipe(Recipe(("rotate90",), 2e-4, 3, "output", 4).to_json()) == Recipe(("rotate90",), 2e-4, 3,
+                                                                                         "output", 4)
     rejected = written('{"augmentations": ["melt"]}')
     assert rejected.recipe == DEFAULT_RECIPE and "melt" in rejected.rejected
     assert check_recipe({}) == DEFAULT_RECIPE
+
+
+def test_each_sample_of_the_writer_is_shown_its_own_valid_form_of_the_answer():
+    task = parse_task("swap", SWAP)
+    requests = [recipe_request(task, k) for k in range(len(EXAMPLE_RECIPES) + 1)]
+    for k, form in enumerate(EXAMPLE_RECIPES):
+        assert requests[k].endswith(form)
+        assert all(other not in requests[k] for other in EXAMPLE_RECIPES if other != form)
+        assert form.startswith(RECIPE_START) and parse_recipe(form)  # a form the writer copies is a valid recipe
+    assert requests[len(EXAMPLE_RECIPES)] == requests[0]
+    assert len({parse_recipe(form) for form in EXAMPLE_RECIPES}) == len(EXAMPLE_RECIPES)
 
 
 def test_task_files_are_checked_with_the_task_and_grid_named(tmp_path):

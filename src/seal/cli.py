@@ -261,7 +261,8 @@ def solve(
                                                    "by id (ARC's challenges file).")],
     recipe_given: Annotated[Optional[str], typer.Option("--recipe", help="Train by this recipe instead of one the "
                                                                          "model writes: a JSON file, or plain, "
-                                                                         "default, every-view.")] = None,
+                                                                         "default, every-view, "
+                                                                         "recoloured.")] = None,
     in_context: Annotated[bool, typer.Option("--in-context", help="No training: the examples in the prompt "
                                                                    "only.")] = False,
     solutions: Annotated[Optional[Path], typer.Option(help="ARC's solutions file for a challenges file: each "
@@ -973,7 +974,7 @@ def bench_arc(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder; rerun with the same folder to "
                                                         "resume.")] = Path("runs/bench-arc"),
     conditions: Annotated[str, typer.Option(help="Comma-separated: in-context, recipe:NAME (plain, default, "
-                                                 "every-view), sampled (recipes the model writes), policy:PATH "
+                                                 "every-view, recoloured), sampled (recipes the model writes), policy:PATH "
                                                  "(recipes a trained writer writes).")] = "in-context,recipe:default",
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids (default: every task of the file).")] = "",
     samples: Annotated[int, typer.Option(min=1, help="Recipes written per task (sampled, policy).")] = 3,

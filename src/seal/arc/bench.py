@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.arc.recipes import NAMED_RECIPES, Recipe, WrittenRecipe
+from seal.arc.recipes import NAMED_RECIPES, Recipe, WrittenRecipe, check_recipe
 from seal.arc.solve import Attempt, Solved, cells_right, solve, task_engine, write_recipes
 from seal.arc.tasks import Grid, Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED
@@ -80,6 +80,12 @@ def units(config: ArcBenchConfig, task: Task) -> list[tuple[str, str, int]]:
     return out
 
 
+def _ran(record: dict, task: Task, recipe: Recipe) -> bool:
+    """Whether the record is a run of this recipe on this task (records written before a recipe key existed read
+    as its default)."""
+    return record["task"] == task.name and record["recipe"] is not None and check_recipe(record["recipe"]) == recipe
+
+
 def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str], None]) -> list[dict]:
     check_conditions(config.conditions)
     if config.batch_trials < 1:
@@ -119,7 +125,7 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
             recipe = (None if condition == "in-context" else
                       NAMED_RECIPES[condition.split(":", 1)[1]] if condition.startswith("recipe:") else mine.recipe)
             # the same recipe with the same seed trains the same adapter: one run's answers serve every such unit
-            if recipe is not None and (any(r["task"] == task.name and r["recipe"] == recipe.to_json() for r in records)
+            if recipe is not None and (any(_ran(r, task, recipe) for r in records)
                                        or any(a.recipe == recipe for *_, a in runs)):
                 copies.append((key, condition, sample, mine, recipe))
             else:
@@ -132,8 +138,7 @@ def run_arc_bench(out_dir: Path, config: ArcBenchConfig, report: Callable[[str],
                 run.append([new])
                 records.append(new)
         for key, condition, sample, mine, recipe in copies:
-            same = next(r for r in records if r["task"] == task.name and r["recipe"] == recipe.to_json()
-                        and "reused" not in r)
+            same = next(r for r in records if _ran(r, task, recipe) and "reused" not in r)
             new = {**same, "key": key, "condition": condition, "sample": sample, "reused": same["key"],
                    "written": mine.text if mine else None, "rejected": mine.rejected if mine else None}
             report(f"{key}: the same recipe as {same['key']}")

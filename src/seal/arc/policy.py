@@ -5,7 +5,8 @@ on a fresh adapter over the base model and is rewarded 1 when the adapted model 
 (SEAL's reward), or with `reward="cells"` the share of answer cells it got right (partial credit, for a model that
 seldom solves a task whole). An invalid recipe is rewarded 0 and never trained; one written again for the task takes
 its first run's reward (with the task's one seed it trains the same adapter). The writer is fine-tuned on each task's
-best recipes (every one that solved it; with cells, the nearest), the loss on the recipe only, and merged into the
+best recipes (every one that solved it; with cells, the nearest), whichever form of the answer its request shows, the
+loss on the recipe only, and merged into the
 next round's writer. Every sampled task, reward and SFT step is a line of trials.jsonl: a killed run resumes where it
 stopped. Use tasks that no benchmark evaluates on (SEAL trains on its training subset and reports its evaluation
 subset)."""
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seal import model as lm_ops
-from seal.arc.recipes import FIRST_OBJECT, RECIPE_START, Recipe, parse_recipe
+from seal.arc.recipes import EXAMPLE_RECIPES, FIRST_OBJECT, RECIPE_START, Recipe, parse_recipe
 from seal.arc.solve import Attempt, cells_right, recipe_prompt, solve, task_engine, write_recipes
 from seal.arc.tasks import Task, graded_tasks, load_tasks
 from seal.config import EMBEDDED, ExecutorConfig, SFTConfig
@@ -194,21 +195,23 @@ def run_arc_policy(out: Path, config: ArcPolicyConfig, executor_config: Executor
         _rewards(run, config, executor_config, round_, tasks, records, run.done(), tick)
         records = {r["key"]: r for r in run.records()}
         writer = lm_ops.load(writer_path, device=config.device)
-        pairs = []
+        kept = []
         for task in tasks:
             texts = records[f"sample/{round_}/{task.name}"]["texts"]
             rewards = [records[f"trial/{round_}/{task.name}/{s}"]["reward"] for s in range(config.samples)]
-            prompt = recipe_prompt(writer, task)
             completions = [recipe_completion(text) for text in texts[: config.samples]]
-            pairs += [(prompt, completion) for completion in kept_recipes(completions, rewards)]
+            kept += [(task, completion) for completion in kept_recipes(completions, rewards)]
+        # whichever form the request shows, the writer is to answer with the task's best recipe
+        pairs = [(recipe_prompt(writer, task, example), completion)
+                 for task, completion in kept for example in range(len(EXAMPLE_RECIPES))]
         sft_config = SFTConfig(**{**asdict(config.sft), "seed": seed_for("sft", round_)})
         stats = sft(writer, pairs, sft_config) if pairs else None
         lineage = {"kind": "seal recipe policy", "domain": DOMAIN, "round": round_, "base_model": config.model,
-                   "parent": writer_path, "examples": len(pairs), "created_at": now(),
+                   "parent": writer_path, "examples": len(kept), "created_at": now(),
                    "train_tasks": [t.name for t in tasks], "config": asdict(config)}
         save_checkpoint(writer, checkpoint, lineage)
         trials = [records[f"trial/{round_}/{t.name}/{s}"] for t in tasks for s in range(config.samples)]
-        run.append([{"key": f"sft/{round_}", "round": round_, "examples": len(pairs),
+        run.append([{"key": f"sft/{round_}", "round": round_, "examples": len(kept),
                      "sft_losses": stats.epoch_losses if stats else [],
                      "recipes_valid": sum(r is None for t in tasks
                                           for r in records[f"sample/{round_}/{t.name}"]["rejected"]),

@@ -1,6 +1,7 @@
 """The self-edit of the ARC domain: a training recipe the model writes for a task, parsed and checked before any of it
-reaches training. A recipe names the views of the grids to train on (from a fixed vocabulary), the learning rate,
-the epochs, and whether the loss counts the output grid only or the whole text."""
+reaches training. A recipe names the views of the grids to train on (from a fixed vocabulary), how many recoloured
+copies of the task to add, the learning rate, the epochs, and whether the loss counts the output grid only or the
+whole text."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from seal.arc.tasks import VIEWS, Task, grid_text
+from seal.arc.tasks import MAX_RECOLOURINGS, VIEWS, Task, grid_text, recolour_view
 from seal.errors import SealError
 
 LOSSES = ("output", "all")
@@ -23,11 +24,13 @@ class Recipe:
     learning_rate: float = 5e-4
     epochs: int = 2
     loss: str = "output"
+    recolourings: int = 0  # recoloured copies of the task (tasks.recolouring), trained on and voted over as views
 
     @property
     def views(self) -> list[str]:
-        """The views trained on and voted over: the task as given, then each augmentation."""
-        return ["identity", *(name for name in self.augmentations if name != "identity")]
+        """The views trained on and voted over: the task as given, each augmentation, then each recolouring."""
+        return ["identity", *(name for name in self.augmentations if name != "identity"),
+                *(recolour_view(k) for k in range(1, self.recolourings + 1))]
 
     def to_json(self) -> dict:
         return {**asdict(self), "augmentations": list(self.augmentations)}
@@ -41,6 +44,7 @@ NAMED_RECIPES = {
     "plain": Recipe((), 1e-3, 3, "output"),  # the examples as given, no views
     "default": DEFAULT_RECIPE,
     "every-view": Recipe(tuple(name for name in VIEWS if name != "identity"), 5e-4, 1, "all"),
+    "recoloured": Recipe((), 1e-3, 1, "output", MAX_RECOLOURINGS),  # the examples and 8 recoloured copies
 }
 
 
@@ -53,7 +57,7 @@ def check_recipe(raw: object) -> Recipe:
     wrong with it."""
     if not isinstance(raw, dict):
         raise BadRecipe("the recipe is not a JSON object")
-    unknown = set(raw) - {"augmentations", "learning_rate", "epochs", "loss"}
+    unknown = set(raw) - {"augmentations", "recolourings", "learning_rate", "epochs", "loss"}
     if unknown:
         raise BadRecipe(f"unknown key {sorted(unknown)[0]!r}")
     augmentations = raw.get("augmentations", list(DEFAULT_RECIPE.augmentations))
@@ -62,6 +66,9 @@ def check_recipe(raw: object) -> Recipe:
     strange = [a for a in augmentations if a not in VIEWS]
     if strange:
         raise BadRecipe(f"unknown augmentation {strange[0]!r} (known: {', '.join(VIEWS)})")
+    recolourings = raw.get("recolourings", DEFAULT_RECIPE.recolourings)
+    if type(recolourings) is not int or not 0 <= recolourings <= MAX_RECOLOURINGS:
+        raise BadRecipe(f"recolourings {recolourings!r} is not a whole number 0-{MAX_RECOLOURINGS}")
     lr = raw.get("learning_rate", DEFAULT_RECIPE.learning_rate)
     if type(lr) not in (int, float) or not LR_RANGE[0] <= lr <= LR_RANGE[1]:
         raise BadRecipe(f"learning_rate {lr!r} is outside {LR_RANGE[0]:g}-{LR_RANGE[1]:g}")
@@ -71,7 +78,7 @@ def check_recipe(raw: object) -> Recipe:
     loss = raw.get("loss", DEFAULT_RECIPE.loss)
     if loss not in LOSSES:
         raise BadRecipe(f"loss {loss!r} is not one of {', '.join(LOSSES)}")
-    return Recipe(tuple(dict.fromkeys(augmentations)), float(lr), epochs, loss)
+    return Recipe(tuple(dict.fromkeys(augmentations)), float(lr), epochs, loss, recolourings)
 
 
 FIRST_OBJECT = re.compile(r"\{.*?\}", re.S)
@@ -105,22 +112,33 @@ def written(text: str) -> WrittenRecipe:
         return WrittenRecipe(text, DEFAULT_RECIPE, str(err))
 
 
-# The form of an answer, shown to the writer. (Shown three forms, the embedded model mixed them into invalid JSON in 29
-# of 32 samples; shown one, it copies it or varies a value.)
-EXAMPLE_RECIPE = '{"augmentations": ["flip_vertical", "transpose"], "learning_rate": 0.001, "epochs": 1, "loss": "all"}'
+# Forms of an answer shown to the writer, one per sample (the k-th sample sees the k-th, cyclically). Shown three
+# forms at once, the embedded model mixed them into invalid JSON in 29 of 32 samples; shown one, it copies it or varies
+# a value, and with one form for every sample ReST-EM had one recipe to choose from (its writer collapsed onto it).
+# The forms spread the vocabulary: few and many views and recolourings, low and high learning rates, 1-3 epochs, both
+# losses.
+EXAMPLE_RECIPES = (
+    '{"augmentations": ["flip_vertical", "transpose"], "recolourings": 0, "learning_rate": 0.001, "epochs": 1, '
+    '"loss": "all"}',
+    '{"augmentations": ["identity"], "recolourings": 4, "learning_rate": 0.0005, "epochs": 2, "loss": "output"}',
+    '{"augmentations": ["rotate90", "rotate180", "rotate270"], "recolourings": 2, "learning_rate": 0.0002, '
+    '"epochs": 3, "loss": "output"}',
+    '{"augmentations": ["flip_horizontal"], "recolourings": 8, "learning_rate": 0.002, "epochs": 1, "loss": "all"}',
+)
 RECIPE_START = '{"augmentations": ["'  # the reply is begun for the writer: without it, the embedded model wrote prose
 
 
-def recipe_request(task: Task, max_pairs: int = 2) -> str:
-    """What the recipe writer is asked: a few of the task's examples, the vocabulary, and the form of the answer."""
+def recipe_request(task: Task, example: int = 0, max_pairs: int = 2) -> str:
+    """What the recipe writer is asked: a few of the task's examples, the vocabulary, and a form of the answer (the
+    `example`-th, cyclically)."""
     shown = "\n\n".join(f"Input:\n{grid_text(i)}\nOutput:\n{grid_text(o)}" for i, o in task.train[:max_pairs])
     return (f"A puzzle turns each input grid into an output grid by one rule. Examples:\n\n{shown}\n\n"
             "A small model will be fine-tuned on these examples before it solves the puzzle. Choose how: which views "
             f"of the grids to train on (identity alone for the grids as given, or any of "
-            f"{', '.join(name for name in VIEWS if name != 'identity')}), "
-            f"the learning rate ({LR_RANGE[0]:g} to {LR_RANGE[1]:g}), the epochs (1 to {MAX_EPOCHS}), and whether "
-            "the loss counts only the output grid (\"output\") or the whole text (\"all\"). Answer with one JSON "
-            f"object in this form:\n{EXAMPLE_RECIPE}")
+            f"{', '.join(name for name in VIEWS if name != 'identity')}), how many copies with the colours swapped "
+            f"(0 to {MAX_RECOLOURINGS}), the learning rate ({LR_RANGE[0]:g} to {LR_RANGE[1]:g}), the epochs (1 to "
+            f"{MAX_EPOCHS}), and whether the loss counts only the output grid (\"output\") or the whole text "
+            f"(\"all\"). Answer with one JSON object in this form:\n{EXAMPLE_RECIPES[example % len(EXAMPLE_RECIPES)]}")
 
 
 def read_recipe(name_or_path: str) -> Recipe:

@@ -113,17 +113,19 @@ def predict(engine: Engine, task: Task, views: list[str], slot: int) -> list[Ans
     return answers
 
 
-def recipe_prompt(lm: LM, task: Task) -> str:
-    """What the recipe writer completes: the request, and its reply begun (sampling and the writer's SFT both)."""
-    return lm.chat_prompt([{"role": "user", "content": recipe_request(task)}]) + RECIPE_START
+def recipe_prompt(lm: LM, task: Task, example: int = 0) -> str:
+    """What the recipe writer completes: the request showing the `example`-th form, and its reply begun (sampling and
+    the writer's SFT both)."""
+    return lm.chat_prompt([{"role": "user", "content": recipe_request(task, example)}]) + RECIPE_START
 
 
 def write_recipes(lm: LM, task: Task, samples: int = 1, temperature: float = 0.0,
                   seed: int = 0) -> list[WrittenRecipe]:
-    """Recipes the model writes for the task (greedy, or `samples` sampled); one it gets wrong becomes the default
-    recipe, with the reason."""
-    replies = lm_ops.generate(lm, [recipe_prompt(lm, task)] * samples, max_new_tokens=RECIPE_TOKENS,
-                              temperature=temperature, seed=seed, batch_size=samples)
+    """Recipes the model writes for the task (greedy, or `samples` sampled, the k-th shown the k-th form); one it gets
+    wrong becomes the default recipe, with the reason."""
+    prompts = [recipe_prompt(lm, task, k) for k in range(samples)]
+    replies = lm_ops.generate(lm, prompts, max_new_tokens=RECIPE_TOKENS, temperature=temperature, seed=seed,
+                              batch_size=samples)
     return [written(RECIPE_START + reply) for reply in replies]
 
 
