@@ -193,7 +193,7 @@ def test_recipes_trained_together_end_where_each_would_alone(tiny_model_dir, tmp
     adapters each ends with alone on a peft adapter (`update.train`, seeded as the engine seeds a slot), and a kept
     adapter loads in peft as it was."""
     task = parse_task("swap", SWAP)
-    recipes = [Recipe(("rotate180",), 5e-3, 3, "output"), Recipe((), 1e-3, 1, "all"),
+    recipes = [Recipe(("rotate180",), 5e-3, 3, "output"), Recipe((), 1e-3, 1, "all", 2),
                Recipe(("transpose",), 2e-4, 2, "output")]
     engine = task_engine(lm_ops.load(str(tiny_model_dir)), slots=3)
     together = solve(engine, [Attempt(task, recipe, seed=7) for recipe in recipes])
@@ -231,6 +231,8 @@ def test_seal_solve_rejects_bad_input_in_one_line(tmp_path, tiny_model_dir):
     for args, message in [([str(ragged)], "task ragged train[0].input: ragged grid"),
                           ([str(task), "--recipe", str(recipe)], "unknown augmentation 'melt'"),
                           ([str(task), "--task", "other"], "no task 'other'"),
+                          ([str(task), "--writer", str(tmp_path / "nowhere")], "nowhere' does not exist"),
+                          ([str(task), "--writer", str(tiny_model_dir), "--in-context"], "excludes --recipe"),
                           ([str(tmp_path / "missing.json")], "cannot read")]:
         result = subprocess.run([SEAL, "solve", *args, "--model", str(tiny_model_dir)], capture_output=True, text=True)
         assert result.returncode == 1, result.stderr
@@ -250,8 +252,8 @@ def test_seal_solve_runs_a_recipe_and_reports_it(tmp_path, tiny_model_dir):
     assert solved["recipe"]["augmentations"] == ["flip_vertical"] and solved["written"] is None
     assert solved["training"]["steps"] == 2 * 3 and solved["answers"][0]["views"] == 2
     assert solved["correct"] == [solved["answers"][0]["grid"] == [[2, 0], [1, 2]]]
-    written_by_model = subprocess.run([SEAL, "solve", str(task), "--model", str(tiny_model_dir), "--json"],
-                                      capture_output=True, text=True)
+    written_by_model = subprocess.run([SEAL, "solve", str(task), "--model", str(tiny_model_dir), "--json",
+                                       "--writer", str(tiny_model_dir)], capture_output=True, text=True)
     assert written_by_model.returncode == 0, written_by_model.stderr
     (solved,) = json.loads(written_by_model.stdout)
     # The tiny random model writes no valid recipe: the default is used, and the reason kept.

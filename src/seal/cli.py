@@ -272,6 +272,8 @@ def solve(
                                                       "dropped).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     model: Annotated[str, typer.Option()] = EMBEDDED,
+    writer: Annotated[Optional[str], typer.Option(help="The recipe writer: a policy of `seal train-policy --domain "
+                                                       "arc` (RUN/round-N); default: the model itself.")] = None,
     device: Annotated[str, typer.Option()] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -281,6 +283,8 @@ def solve(
 
     if recipe_given and in_context:
         raise SealError("--recipe and --in-context exclude each other")
+    if writer and (recipe_given or in_context):
+        raise SealError("--writer writes the recipe: it excludes --recipe and --in-context")
     tasks = load_tasks(task_file, solutions)
     if task_id is not None:
         tasks = [t for t in tasks if t.name == task_id]
@@ -290,7 +294,7 @@ def solve(
     from seal.arc.solve import solve_tasks  # torch: only once the input is known to be good
 
     with err.status(f"solving {len(tasks)} task{'s' if len(tasks) > 1 else ''}"):
-        results = solve_tasks(tasks, model, device, recipe, seed, keep, in_context)
+        results = solve_tasks(tasks, model, device, recipe, seed, keep, in_context, writer)
     if as_json:
         out.print_json(json.dumps([solved_json(r) for r in results]))
         return

@@ -193,14 +193,15 @@ def solve(engine: Engine, attempts: list[Attempt]) -> list[Solved]:
 
 
 def solve_tasks(tasks: list[Task], model: str, device: str = "auto", recipe: Recipe | None = None, seed: int = 0,
-                keep: Path | None = None, in_context: bool = False) -> list[Solved]:
-    """`seal solve`: each task by the given recipe, else by the recipe the model writes for it (greedy), else
-    (`in_context`) with no training, on a fresh adapter over the base model. `keep` is a folder for the task
-    adapters."""
+                keep: Path | None = None, in_context: bool = False, writer: str | None = None) -> list[Solved]:
+    """`seal solve`: each task by the given recipe, else by the recipe the writer (a trained policy, else the model
+    itself) writes for it (greedy), else (`in_context`) with no training, on a fresh adapter over the base model.
+    `keep` is a folder for the task adapters."""
     engine = task_engine(lm_ops.load(model, device=device))
+    writes = engine.lm if writer is None or recipe is not None or in_context else lm_ops.load(writer, device=device)
     results = []
     for task in tasks:
-        mine = None if recipe is not None or in_context else write_recipes(engine.lm, task)[0]
+        mine = None if recipe is not None or in_context else write_recipes(writes, task)[0]
         used = None if in_context else (recipe or mine.recipe)
         results += solve(engine, [Attempt(task, used, seed, mine)])
         if keep is not None and used is not None:
