@@ -7,8 +7,8 @@ seldom solves a task whole). An invalid recipe is rewarded 0 and never trained; 
 its first run's reward (with the task's one seed it trains the same adapter). The writer is fine-tuned on each task's
 best recipes (every one that solved it; with cells, the nearest), whichever form of the answer its request shows, the
 loss on the recipe only, and merged into the next round's writer. Every sampled task, reward and SFT step is a line
-of trials.jsonl: a killed run resumes where it stopped. Use tasks that no benchmark evaluates on (SEAL trains on its training subset and reports its evaluation
-subset)."""
+of trials.jsonl: a killed run resumes where it stopped. Use tasks that no benchmark evaluates on (SEAL trains on its
+training subset and reports its evaluation subset)."""
 
 from __future__ import annotations
 
