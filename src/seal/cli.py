@@ -21,6 +21,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from seal.arc.recipes import NAMED_RECIPES  # no torch: the recipe names for the help of solve and bench arc
 from seal.config import (EMBEDDED, ExecutorConfig, GenerationConfig, HarmConfig, KnowledgeConfig, LearnOptions,
                          PolicyConfig, ScoreConfig, ServeConfig, SFTConfig, UpdateConfig)
 from seal.errors import SealError
@@ -260,9 +261,8 @@ def solve(
     task_file: Annotated[Path, typer.Argument(help="An ARC task (JSON: train pairs, test inputs), or a file of tasks "
                                                    "by id (ARC's challenges file).")],
     recipe_given: Annotated[Optional[str], typer.Option("--recipe", help="Train by this recipe instead of one the "
-                                                                         "model writes: a JSON file, or plain, "
-                                                                         "default, every-view, "
-                                                                         "recoloured.")] = None,
+                                                                         "model writes: a JSON file, or "
+                                                                         f"{', '.join(NAMED_RECIPES)}.")] = None,
     in_context: Annotated[bool, typer.Option("--in-context", help="No training: the examples in the prompt "
                                                                    "only.")] = False,
     solutions: Annotated[Optional[Path], typer.Option(help="ARC's solutions file for a challenges file: each "
@@ -977,9 +977,10 @@ def bench_arc(
     solutions: Annotated[Optional[str], typer.Option(help="ARC's solutions file for the challenges file.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder; rerun with the same folder to "
                                                         "resume.")] = Path("runs/bench-arc"),
-    conditions: Annotated[str, typer.Option(help="Comma-separated: in-context, recipe:NAME (plain, default, "
-                                                 "every-view, recoloured), sampled (recipes the model writes), policy:PATH "
-                                                 "(recipes a trained writer writes).")] = "in-context,recipe:default",
+    conditions: Annotated[str, typer.Option(help="Comma-separated: in-context, recipe:NAME "
+                                                 f"({', '.join(NAMED_RECIPES)}), sampled (recipes the model writes), "
+                                                 "policy:PATH (recipes a trained writer "
+                                                 "writes).")] = "in-context,recipe:default",
     tasks: Annotated[str, typer.Option(help="Comma-separated task ids (default: every task of the file).")] = "",
     samples: Annotated[int, typer.Option(min=1, help="Recipes written per task (sampled, policy).")] = 3,
     seed: Annotated[int, typer.Option()] = 0,

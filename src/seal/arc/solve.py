@@ -198,10 +198,11 @@ def solve_tasks(tasks: list[Task], model: str, device: str = "auto", recipe: Rec
     itself) writes for it (greedy), else (`in_context`) with no training, on a fresh adapter over the base model.
     `keep` is a folder for the task adapters."""
     engine = task_engine(lm_ops.load(model, device=device))
-    writes = engine.lm if writer is None or recipe is not None or in_context else lm_ops.load(writer, device=device)
+    writes = recipe is None and not in_context
+    writer_lm = lm_ops.load(writer, device=device) if writes and writer is not None else engine.lm
     results = []
     for task in tasks:
-        mine = None if recipe is not None or in_context else write_recipes(writes, task)[0]
+        mine = write_recipes(writer_lm, task)[0] if writes else None
         used = None if in_context else (recipe or mine.recipe)
         results += solve(engine, [Attempt(task, used, seed, mine)])
         if keep is not None and used is not None:

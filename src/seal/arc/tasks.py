@@ -144,7 +144,6 @@ VIEWS: dict[str, tuple[Callable[[Grid], Grid], Callable[[Grid], Grid]]] = {
 # task is another example of the same rule: on the embedded model, 8 recoloured copies of the leave-one-out texts
 # solved evaluation tasks that no geometric view had (README, `seal bench arc`).
 MAX_RECOLOURINGS = 8
-RECOLOUR = "recolour"
 
 
 def recolouring(k: int) -> list[int]:
@@ -152,27 +151,24 @@ def recolouring(k: int) -> list[int]:
     return [0, *random.Random(k).sample(range(1, 10), 9)]
 
 
-def _recoloured(grid: Grid, colours: list[int]) -> Grid:
-    return [[colours[cell] for cell in row] for row in grid]
-
-
 def recolour_view(k: int) -> str:
-    return f"{RECOLOUR}{k}"
+    return f"recolour{k}"
 
 
-def _transforms(name: str) -> tuple[Callable[[Grid], Grid], Callable[[Grid], Grid]]:
-    """A view's transform and its inverse: a geometric one by name, or `recolourK`."""
-    if name in VIEWS:
-        return VIEWS[name]
-    k = int(name.removeprefix(RECOLOUR))
+def _recoloured(k: int) -> tuple[Callable[[Grid], Grid], Callable[[Grid], Grid]]:
     colours = recolouring(k)
     inverse = [colours.index(c) for c in range(10)]
-    return (lambda g: _recoloured(g, colours)), (lambda g: _recoloured(g, inverse))
+    return (lambda g: [[colours[cell] for cell in row] for row in g],
+            lambda g: [[inverse[cell] for cell in row] for row in g])
+
+
+# Every view a recipe can train on and vote over: the geometric vocabulary, then the recolourings.
+ALL_VIEWS = VIEWS | {recolour_view(k): _recoloured(k) for k in range(1, MAX_RECOLOURINGS + 1)}
 
 
 def view(grid: Grid, name: str) -> Grid:
-    return _transforms(name)[0](grid)
+    return ALL_VIEWS[name][0](grid)
 
 
 def unview(grid: Grid, name: str) -> Grid:
-    return _transforms(name)[1](grid)
+    return ALL_VIEWS[name][1](grid)
