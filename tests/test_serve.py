@@ -125,6 +125,7 @@ def test_adaptation_end_to_end_then_activation(server):
     job = server.wait_for(created.json()["id"])
     assert job["status"] in ("committed", "rolled_back"), job
     assert {c["name"] for c in job["report"]["checks"]} >= {"knowledge", "locality", "safety"}
+    assert job["report"]["notes"] == server.get(f"/v1/versions/{job['version']}").json()["stats"]["notes"]
     versions = server.get("/v1/versions").json()
     assert job["version"] in [v["id"] for v in versions["data"]]
     if job["status"] == "committed":

@@ -3,8 +3,11 @@ the quiz pairs held out as a version's probes."""
 
 import json
 
+from typer.testing import CliRunner
+
 from seal import model as lm_ops
 from seal.check import Probe, hold_out, load_battery, probe_replies, run_gate
+from seal.cli import app
 from seal.config import GateConfig, GenerationConfig, LearnOptions, ScoreConfig
 from seal.documents import Passage
 from seal.generate import CLAUSE_CLOZE, SENTENCE_CLOZE, Candidate, write_self_edits
@@ -205,7 +208,7 @@ def test_every_fact_gets_a_rule_made_question_and_the_first_quizzed_the_models_o
     assert sorted(c.fact for c in candidates if c.kind == "cloze" and c.sample == SENTENCE_CLOZE) == [0, 1, 2, 3, 4]
 
 
-def test_learn_says_when_there_is_nothing_to_quiz_and_trains_on_what_remains(tmp_path, tiny_model_dir):
+def test_learn_says_when_there_is_nothing_to_quiz_and_trains_on_what_remains(tmp_path, tiny_model_dir, monkeypatch):
     poem = tmp_path / "poem.md"
     poem.write_text("# Rain\n\nthe rain falls soft on quiet hills and the slow wind hums along the grey stones.\n",
                     encoding="utf-8")
@@ -217,6 +220,9 @@ def test_learn_says_when_there_is_nothing_to_quiz_and_trains_on_what_remains(tmp
     assert any("no quiz pairs" in note and "no dates, numbers, names" in note for note in result.notes)
     shown = json.dumps([e.reason for e in store.self_edits(result.version)])
     assert "source passage" in shown
+    assert store.get(result.version).stats["notes"] == result.notes  # kept with the version, not only printed
+    monkeypatch.setenv("SEAL_HOME", str(tmp_path / "home"))
+    assert "no quiz pairs" in CliRunner().invoke(app, ["show", result.version]).output
 
 
 def test_a_number_inside_a_date_is_not_a_quantity_of_its_own():

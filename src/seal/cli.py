@@ -466,6 +466,8 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
         field_line("trained", f"{s.get('sequences')} sequences ({s.get('replayed')} replayed, "
                               f"{s.get('rehearsed_chat', 0)} chat turns rehearsed), {s.get('steps')} steps, "
                               f"loss {s.get('first_loss')} -> {s.get('final_loss')}, {s.get('seconds')} s")
+    for note in record.stats.get("notes", []):
+        field_line("note", note)
     if record.status == "committed" and lineage_of(record) == "modules":
         names = [m.name for m in lineage_modules(store, record)]
         field_line("modules", f"{', '.join(names)} (each prompt goes to the one whose documents it is about)")

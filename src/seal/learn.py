@@ -302,6 +302,7 @@ def learn(store: Store, paths: list[str], options: LearnOptions, progress: Progr
                       "rehearsed_chat": len(rehearsed), "timings": dict(timings),  # seconds per stage, to the checks
                       # learned with --allow-contradiction (or the gate off): what it overrode, kept with the version
                       "allowed_contradictions": [asdict(c) for c in conflicts],
+                      "notes": notes,
                       "config": {"generation": asdict(options.generation), "update": asdict(options.update),
                                  "policy": options.policy,
                                  "threshold": options.scoring.threshold}}
@@ -397,7 +398,8 @@ def quiz_notes(passages: list[Passage], scored: list[Scored], generation: Genera
     notes = []
     for index, passage in enumerate(passages):
         pairs = [s for s in scored if s.candidate.passage_index == index and s.candidate.kind == "quiz"]
-        where = f"passage {index + 1} of {passage.source}" if len(passages) > 1 else passage.source
+        name = Path(passage.source).name  # kept with the version and shown by the server: no path of its disk
+        where = f"passage {index + 1} of {name}" if len(passages) > 1 else name
         if not pairs:
             notes.append(f"{where}: no quiz pairs, it has no dates, numbers, names or definitions to ask about "
                          "outside its title")

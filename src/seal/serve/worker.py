@@ -92,7 +92,8 @@ class AdaptationWorker:
             outcome = "committed" if result.committed else "rolled_back"
             if result.committed:
                 self.serve_current()  # before the job says committed: a client that sees it gets it
-            self.queue.update(job.id, outcome, result.version, result.reason, result.report)
+            report = {**result.report, "notes": result.notes}  # e.g. a document with nothing to quiz
+            self.queue.update(job.id, outcome, result.version, result.reason, report)
             self.metrics.adaptations.labels(outcome).inc()
         except SealError as err:
             self.queue.update(job.id, "failed", reason=str(err))

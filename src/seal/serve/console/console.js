@@ -254,6 +254,7 @@ async function versionPage(id) {
       h("span", { class: "muted" }, `· ${v.model}`),
       activateButton(v, v.current ? v.id : null)),
     v.reason ? h("p", { class: "fail" }, v.reason) : null,
+    (stats.notes || []).map((note) => h("p", { class: "note" }, `note: ${note}`)),
     h("h2", {}, "Sources"),
     v.sources.length ? v.sources.map((s) => h("details", { class: "card" },
       h("summary", {}, h("strong", {}, s.title), ` ${s.source} `, h("span", { class: "muted" }, s.sha256.slice(0, 12))),
