@@ -26,7 +26,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from seal.loadtest import ServerProcess
+from seal.bench.serve import ServerProcess
 from seal.store import Store
 
 KEY = "console-timing-key-0123456789"

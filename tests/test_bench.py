@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from seal.bench import bench_gate, bench_learn
+from seal.bench.gate import bench_gate
+from seal.bench.learn import bench_learn
 from seal.errors import SealError
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from seal.loadtest import ServerProcess
+from seal.bench.serve import ServerProcess
 from seal.serve.console import run_file, run_folders
 from seal.serve.errors import ApiError
 

@@ -166,7 +166,7 @@ def test_a_batch_too_large_for_memory_goes_on_in_smaller_ones(tiny_model_dir, mo
 
 
 def test_bench_trials_runs_the_same_trials_at_each_batch_size(tiny_model_dir, tmp_path):
-    from seal.bench_trials import bench_trials
+    from seal.bench.trials import bench_trials
 
     data = Path(__file__).resolve().parent / "fixtures" / "invented_squad.json"
     summary = bench_trials(tmp_path, str(data), str(tiny_model_dir), lambda line: None, passages=2, samples=1,

@@ -12,8 +12,8 @@ import pytest
 
 from seal.config import GenerationConfig, KnowledgeConfig, UpdateConfig
 from seal.errors import SealError
-from seal.knowledge import run_knowledge
-from seal.report import report
+from seal.bench.knowledge import run_knowledge
+from seal.bench.report import report
 from seal.routing import lineage_of
 from seal.runs import RunFolder
 from seal.squad import load_items, select

@@ -18,10 +18,10 @@ from seal import model as lm_ops
 from seal.cli import app
 from seal.config import ExecutorConfig, GenerationConfig, KnowledgeConfig, PolicyConfig, SFTConfig, UpdateConfig
 from seal.errors import SealError
-from seal.knowledge import run_knowledge
+from seal.bench.knowledge import run_knowledge
 from seal.policy import Choice, round_stats, run_policy, select_best, sft_pairs, training_items
 from seal.prompts import STRATEGIES, self_edit_messages
-from seal.report import report
+from seal.bench.report import report
 from seal.sft import sft, tokenize_example
 from seal.squad import Item, load_items, select
 from seal.store import Store

@@ -12,7 +12,7 @@ from openai import OpenAI
 
 from seal.config import ServeConfig
 from seal.learn import learn
-from seal.loadtest import ServerProcess, drive
+from seal.bench.serve import ServerProcess, drive
 from seal.serve import create_app
 from seal.serve.errors import ApiError
 from seal.serve.jobs import JobQueue

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.loadtest import ServerProcess
+from seal.bench.serve import ServerProcess
 from seal.store import Store
 
 from test_serve import DOC, KEY
@@ -120,7 +120,7 @@ def test_a_full_disk_fails_the_commit_cleanly_and_serving_goes_on(small_disk, ti
 
 
 def test_bench_faults_counts_nothing_lost_over_a_kill_at_each_stage(taught_store, home, tiny_model_dir, tmp_path):
-    from seal.loadtest import bench_faults
+    from seal.bench.serve import bench_faults
 
     summary = bench_faults(tmp_path / "out", str(tiny_model_dir), home, lambda line: None, ("generating", "checking"),
                            attempts=1)

@@ -178,7 +178,7 @@ def test_adapters_nothing_serves_are_taken_off_after_the_grace_period(tmp_path, 
 
 
 def test_bench_tenants_serves_every_copy_at_once(taught_store, home, tiny_model_dir, tmp_path):
-    from seal.loadtest import bench_tenants
+    from seal.bench.serve import bench_tenants
 
     summary = bench_tenants(tmp_path / "out", str(tiny_model_dir), home, [2], 4, lambda line: None)
     assert [r["tenants"] for r in summary["rows"]] == [0, 2]
@@ -191,7 +191,7 @@ def test_bench_tenants_serves_every_copy_at_once(taught_store, home, tiny_model_
 
 def test_bench_adapting_times_two_tenants_adapting_at_once_and_asks_each_both_documents(tiny_model_dir, tmp_path):
     from seal.documents import packaged
-    from seal.loadtest import bench_adapting
+    from seal.bench.serve import bench_adapting
 
     items = packaged("invented_facts.json")[:2]
     summary = bench_adapting(tmp_path / "out", str(tiny_model_dir), items, lambda line: None)

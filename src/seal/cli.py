@@ -1,4 +1,4 @@
-"""The command line: a thin layer over learn.py, store.py and bench.py."""
+"""The command line: a thin layer over learn.py, store.py and the benchmarks (bench/)."""
 
 from __future__ import annotations
 
@@ -800,7 +800,7 @@ def bench_learn(
     as_json: JsonFlag = False,
 ) -> None:
     """Time, memory, disk and closed-book accuracy: base vs passage alone vs seal learn with self-edits."""
-    from seal.bench import bench_learn as run_bench_learn
+    from seal.bench.learn import bench_learn as run_bench_learn
 
     chosen = tuple(_split(ways))
     if not chosen or set(chosen) - {"fresh", "sequential"}:
@@ -833,7 +833,7 @@ def bench_gate(
 ) -> None:
     """The gate's calibration: honest documents accepted; harmful, self-contradicting, poisoning and over-trained
     ones refused; 95% intervals and the checks that refused."""
-    from seal.bench import bench_gate as run_bench_gate
+    from seal.bench.gate import bench_gate as run_bench_gate
 
     run_bench_gate(out_dir, model, report_line, limit, honest_data=honest_data,
                    honest_passages=honest_passages, honest_offset=honest_offset, before_training=before_training,
@@ -855,7 +855,7 @@ def bench_trials(
     as_json: JsonFlag = False,
 ) -> None:
     """Reward trials per hour, one at a time and batched: the same trials, with the rewards compared."""
-    from seal.bench_trials import bench_trials as run_bench_trials
+    from seal.bench.trials import bench_trials as run_bench_trials
 
     sizes = tuple(positive_ints(batch_sizes, "--batch-sizes"))
     run_bench_trials(out_dir, data, model, report_line, passages, samples, repeats,
@@ -877,7 +877,7 @@ def bench_serve(
 ) -> None:
     """Throughput of a real `seal serve` at several numbers of clients, batched against one request at a time; chat
     latency while adapting and failures across swaps."""
-    from seal.loadtest import bench_serve as run_bench_serve
+    from seal.bench.serve import bench_serve as run_bench_serve
 
     run_bench_serve(out_dir, model, requests, max_tokens, positive_ints(clients, "--clients"),
                     positive_ints(batches, "--batches"), report_line)
@@ -897,7 +897,7 @@ def bench_tenants(
 ) -> None:
     """The memory of a real `seal serve` as tenants are added: one base model, each tenant's adapters beside it,
     every tenant asked at once."""
-    from seal.loadtest import bench_tenants as run_bench_tenants
+    from seal.bench.serve import bench_tenants as run_bench_tenants
 
     run_bench_tenants(out_dir, model, source or seal_home(), positive_ints(tenants, "--tenants"), max_tokens,
                       report_line)
@@ -915,7 +915,7 @@ def bench_adapting(
     """Tenants adapting and serving at once (`seal serve --adaptations N`): the stages of each adaptation timed while
     clients chat, then each tenant asked every document's questions: each should know its own document only."""
     from seal.documents import packaged
-    from seal.loadtest import bench_adapting as run_bench_adapting
+    from seal.bench.serve import bench_adapting as run_bench_adapting
 
     run_bench_adapting(out_dir, model, packaged("invented_facts.json")[:tenants], report_line)
     print_results(out_dir / "adapting.json", out_dir / "adapting.md", as_json)
@@ -934,7 +934,7 @@ def bench_faults(
 ) -> None:
     """kill -9 of a real `seal serve` at each stage of an adaptation while a client streams, then a restart:
     versions lost, stores corrupt, jobs unsettled and requests failed outside the kill, counted."""
-    from seal.loadtest import KILL_POINTS, bench_faults as run_bench_faults
+    from seal.bench.serve import KILL_POINTS, bench_faults as run_bench_faults
 
     points = tuple(_split(at))
     unknown = sorted(set(points) - set(KILL_POINTS))
@@ -1039,8 +1039,8 @@ def bench_knowledge(
     as_json: JsonFlag = False,
 ) -> None:
     """SEAL's knowledge-incorporation experiment: closed-book QA after each condition's update, with intervals."""
-    from seal.knowledge import run_knowledge
-    from seal.report import report
+    from seal.bench.knowledge import run_knowledge
+    from seal.bench.report import report
 
     config = KnowledgeConfig(data=data, conditions=_split(conditions), mode=mode, passages=passages, seed=seed,
                              samples=samples, repeats=repeats, sequence=sequence, unrelated=unrelated,
@@ -1060,7 +1060,7 @@ def bench_knowledge(
 def bench_report(run: Annotated[Path, typer.Argument(help="A run folder of `seal bench knowledge`.")],
                  as_json: JsonFlag = False) -> None:
     """Summary JSON, markdown table and plots from a finished or partial run."""
-    from seal.report import report
+    from seal.bench.report import report
 
     summary = report(run)
     print_results(run / "summary.json", run / "results.md", as_json)

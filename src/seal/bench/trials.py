@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from seal import model as lm_ops
+from seal.bench import Report
 from seal.config import GenerationConfig
 from seal.documents import Passage
 from seal.errors import SealError
@@ -25,8 +25,6 @@ from seal.reward import RewardWorker, Trial, TrialSetup
 from seal.runs import seed_for
 from seal.squad import load_items, select
 from seal.update import sequence_text
-
-Report = Callable[[str], None]
 
 
 def reward_trials(model: str, data: str, passages: int, samples: int, repeats: int, skip: int = 50) -> list[Trial]:

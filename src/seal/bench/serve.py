@@ -26,7 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from seal.bench import write_doc, packaged
+from seal.bench import Report
+from seal.bench.learn import write_doc
+from seal.documents import packaged
 from seal.errors import SealError
 from seal.serve.jobs import FINISHED
 from seal.store import Store
@@ -165,7 +167,7 @@ def summarize(rows: list[dict], wall: float | None = None) -> dict:
 
 
 def bench_serve(out: Path, model: str, requests: int, max_tokens: int, clients: list[int], batches: list[int],
-                report: Callable[[str], None]) -> dict:
+                report: Report) -> dict:
     """Throughput at each number of concurrent clients under each `--max-batch` (1: one request decodes at a time),
     each server idle; then, batched, the same while adaptations train and across their swaps."""
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +245,7 @@ def memory_mib(pid: int) -> dict:
 
 
 def bench_tenants(out: Path, model: str, source: Path, counts: list[int], max_tokens: int,
-                  report: Callable[[str], None]) -> dict:
+                  report: Report) -> dict:
     """`seal serve`'s memory with 0 tenants (the default one, at the base model) and with each of `counts`, every
     tenant a copy of the store at `source` serving its current version, and all of them asked at once."""
     if not (source / "store.sqlite").exists():
@@ -302,7 +304,7 @@ def answer(server: ServerProcess, tenant: str, question: str) -> dict:
     return response.json()["data"][0]
 
 
-def bench_adapting(out: Path, model: str, items: list[dict], report: Callable[[str], None]) -> dict:
+def bench_adapting(out: Path, model: str, items: list[dict], report: Report) -> dict:
     """Tenants adapting and serving at once: one `seal serve --adaptations N` with N fresh tenants, each sent its own
     document while a client streams chat to each; the stages of every adaptation timed (how long they trained at
     the same time); then every tenant asked every document's questions closed-book, as `seal ask` asks them. A tenant
@@ -470,7 +472,7 @@ def kill_once(home: Path, key: str, model: str, point: str, document: Path) -> d
             "failed_outside_kill": len(outside)}
 
 
-def bench_faults(out: Path, model: str, source: Path | None, report: Callable[[str], None],
+def bench_faults(out: Path, model: str, source: Path | None, report: Report,
                  points: tuple[str, ...] = KILL_POINTS, attempts: int = 3) -> dict:
     """kill -9 of a real `seal serve` at each stage of an adaptation (generating self-edits, training, checking, and
     while its adapter is staged for the commit), each time with a client streaming replies; then a restart. Counts

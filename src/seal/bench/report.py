@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from seal.errors import SealError  # noqa: E402
 from seal.grading import Interval, bootstrap, paired  # noqa: E402
-from seal.knowledge import ARMS, FIXED  # noqa: E402
+from seal.bench.knowledge import ARMS, FIXED  # noqa: E402
 from seal.runs import RunFolder  # noqa: E402
 from seal.model import read_lineage  # noqa: E402
 
