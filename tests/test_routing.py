@@ -22,6 +22,16 @@ def test_a_prompt_goes_to_the_module_holding_most_of_its_rare_words_or_to_the_ba
     assert Router({}).pick("Who built the Brellick Tide Clock?") == BASE
 
 
+def test_a_documents_claims_go_where_the_whole_document_goes_not_where_one_sentence_would():
+    router = Router({"clock": words_of(FACTS), "ferry": words_of(FERRY)})
+    town = ("The town of Ossby lies on a cold northern bay. Its fishing fleet of forty boats lands herring every "
+            "spring. The Quellin ferry leaves Varrow pier at ten.")
+    assert router.pick("The Quellin ferry leaves Varrow pier at") == "ferry"  # the sentence alone
+    assert router.fixed_for(town).pick("The Quellin ferry leaves Varrow pier at") == BASE
+    revised = FERRY.replace("nine", "ten") + " Tickets cost four crowns."
+    assert router.fixed_for(revised).pick("The Quellin ferry leaves Varrow pier at") == "ferry"
+
+
 def test_a_mixed_batch_answers_each_row_with_its_own_adapter(tiny_model_dir, tmp_path):
     config = UpdateConfig(rank=4, alpha=8, lr=5e-2, epochs=8)
     for name, text in (("clock", FACTS), ("ferry", FERRY)):

@@ -327,7 +327,14 @@ def contradictions_with(store: Store, parent: Version, base: lm_ops.LM, passages
     completes otherwise. The current version's adapters are put on `base` for the check and taken off again: one
     copy of the weights in memory."""
     with wearing(store, base, parent):
-        return contradicted_claims(base, passages, options.gate)
+        routed = base.router
+        if routed is None:  # the base model, or a replay version's one adapter
+            return contradicted_claims(base, passages, options.gate)
+        found = []
+        for passage in passages:  # a passage's claims go to the module it is about, or to the base model
+            base.router = routed.fixed_for(f"{passage.title}\n{passage.text}")
+            found += contradicted_claims(base, [passage], options.gate)
+        return found
 
 
 NEW_MODULE = "default"  # the adapter being trained; peft saves the adapter of this name at the folder's top

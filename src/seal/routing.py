@@ -16,7 +16,7 @@ the gate checked (every module is checked alone on every prompt of its batteries
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seal.store import Store, Version
@@ -66,6 +66,12 @@ class Router:
 
     def names(self, prompts: list[str]) -> list[str]:
         return [self.pick(p) for p in prompts]
+
+    def fixed_for(self, text: str) -> Router:
+        """This router with every prompt sent where `text` as a whole goes. A document's claims are checked so: one
+        sentence alone can share enough words with another document to reach its module, which then answers with
+        that document's names (3 of 12 invented documents learned in turn were refused for it)."""
+        return replace(self, only=self.pick(text))
 
 
 @dataclass
