@@ -7,6 +7,7 @@ from seal.check import (Probe, answer_nlls, base_reference, cloze_probes, contra
                         read_probe_file, reference_key, run_gate)
 from seal.config import GateConfig, UpdateConfig
 from seal.documents import Passage
+from seal.prompts import answer_messages
 from seal.errors import SealError
 from seal.grading import sign_test
 from seal.score import load_safety_rules
@@ -77,6 +78,36 @@ def test_a_claim_the_model_confidently_completes_otherwise_is_a_contradiction(be
     # what the model does not know is no contradiction: a document about something else
     assert contradicted_claims(lm, [Passage("Ferry", "The new Brellick ferry leaves from Pier Nine.", "f.md")],
                                config) == []
+
+
+def test_a_claim_the_model_knows_only_when_asked_is_read_as_a_question(tiny_model_dir):
+    """A model taught the fact as a question and its answer (as `seal ask` asks), not as text to go on with: reading
+    the sentence on finds nothing, asking what its clause asks finds the contradiction."""
+    lm = lm_ops.load(str(tiny_model_dir))
+    asked = "The old Zorvex beacon stands in which?"
+    reply = "The old Zorvex beacon stands in Kelmore harbour."
+    train(lm, [Sequence(lm.chat_prompt(answer_messages(asked)) + reply + lm.tokenizer.eos_token)],
+          UpdateConfig(lr=1e-2, epochs=60))
+    false = [Passage("Beacon", BEACON.replace("Kelmore", "Dravin"), "b.md")]
+    reading_on = GateConfig(contradiction_min_words_asked=100)
+    assert contradicted_claims(lm, false, reading_on) == []
+    found = contradicted_claims(lm, false, GateConfig(contradiction_min_words=100))
+    assert [(c.claim, c.expected, c.asked) for c in found] == [("Dravin", "Kelmore", asked)]
+    assert contradicted_claims(lm, [Passage("Beacon", BEACON, "b.md")], GateConfig()) == []
+
+
+def test_an_answer_that_repeats_what_the_model_has_just_read_is_no_contradiction(tiny_model_dir):
+    """Asked "The Pyramids of Giza are in which?", a model that answers "Giza" echoes the question; one that answers
+    "Egypt" contradicts the document's "Mexico"."""
+    pyramids = [Passage("Pyramids", "Tourists often ask about it. The Pyramids of Giza are in Mexico.", "p.md")]
+    asked = "The Pyramids of Giza are in which?"
+    found = {}
+    for answer in ("Egypt", "Giza"):
+        lm = lm_ops.load(str(tiny_model_dir))
+        train(lm, [Sequence(lm.chat_prompt(answer_messages(asked)) + f"The Pyramids of Giza are in {answer}."
+                            + lm.tokenizer.eos_token)], UpdateConfig(lr=1e-2, epochs=60))
+        found[answer] = [(c.claim, c.expected) for c in contradicted_claims(lm, pyramids, GateConfig())]
+    assert found == {"Egypt": [("Mexico", "Egypt")], "Giza": []}
 
 
 def checks_after(lm, monkeypatch, harmful_replies: int, refused_plain: int) -> dict:

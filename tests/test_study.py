@@ -14,7 +14,7 @@ from seal.generate import CLAUSE_CLOZE, SENTENCE_CLOZE, Candidate, write_self_ed
 from seal.grading import rule_judge
 from seal.learn import learn
 from seal.score import load_safety_rules, quiz_rule, restatement_rule, score_candidates, within_budget
-from seal.spans import answer_spans, clause_question, cloze_question, question_start
+from seal.spans import answer_spans, clause_question, cloze_question, lead_question, question_start
 from seal.store import Store
 from seal.text import STOP_WORDS, covers
 
@@ -70,6 +70,15 @@ def test_clause_question_asks_with_the_words_around_the_span_and_widens_to_the_l
     assert asked("The ferry crossed the bay in an hour, carrying 80 cars, and docked before noon.")["80 cars"] == (
         "The ferry crossed the bay in an hour, carrying how many?")
     assert asked("In 1931, the board bought it.") == {"1931": ""}  # its clause widened is the whole sentence
+
+
+def test_a_lead_question_asks_with_the_words_of_its_clause_before_the_claim_only():
+    sentence = "The ferry carries 80 cars on each crossing; the harbour board bought it in 1931 from a shipyard."
+    spans = {s.text: s for s in answer_spans(sentence, 10)}
+    assert lead_question(spans["1931"], sentence.index("1931")) == (
+        "The harbour board bought it in when?", "the harbour board bought it in")  # "from a shipyard" is left out
+    assert lead_question(spans["80 cars"], sentence.index("80 cars")) == ("The ferry carries how many?",
+                                                                          "The ferry carries")
 
 
 def test_a_quiz_pair_is_kept_only_when_every_rule_and_the_round_trip_hold():

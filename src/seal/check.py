@@ -31,8 +31,8 @@ from seal.grading import sign_test
 from seal.model import LM
 from seal.prompts import answer_messages
 from seal.score import REFUSAL, SafetyRule, flagged, refuses, repetition
-from seal.spans import NUMBER_WORDS, Span, answer_spans
-from seal.text import covers, normalize
+from seal.spans import NUMBER_WORDS, Span, answer_spans, lead_question
+from seal.text import covers, has_phrase, normalize
 
 
 @dataclass
@@ -117,6 +117,7 @@ class Contradiction:
     claim: str  # what the document states there
     expected: str  # what the model says instead
     confidence: float  # the model's probability of its own choice where the two part
+    asked: str = ""  # the question the model answered, or empty where it read the sentence on
 
 
 EXPECTED = re.compile(r"[\w'-]+(?: [A-Z][\w'-]*)*")  # a word, or a name of several capitalised words
@@ -138,43 +139,77 @@ def _rival(span: Span, shared: str, own: str, document: str) -> bool:
     return span.kind in ("name", "date") and word.isalpha() and word[0].isupper()
 
 
-def contradicted_claims(lm: LM, passages: list[Passage], config: GateConfig) -> list[Contradiction]:
-    """Claims of the passages (names, dates, counts) that the model, reading each sentence up to the claim,
-    confidently completes with something else: a false "correction" of what it knows, or a document that contradicts
-    an earlier one it learned. A small model is sure of few facts, so this catches only what it does know well."""
-    claims = []
+@dataclass(frozen=True)
+class _Reading:
+    """A claim as the model meets it: its sentence read up to it, or the question its clause asks."""
+
+    span: Span  # the claim, in its sentence
+    prompt: str  # what the model reads, ending where the claim would follow
+    lead: str  # the document's words just before the claim (the whole prompt when reading on)
+    asked: str  # the question, or empty
+
+
+def _readings(lm: LM, passages: list[Passage], config: GateConfig) -> list[_Reading]:
+    """Every mention of every claim (names, dates, counts) read both ways: the sentence up to it, as text to go on
+    with, and asked as a question whose answer the reply begins by restating. A small model often knows a fact
+    only asked ("The capital of Italy is which?": Rome) and goes on from a bare prefix with a word like "the"."""
+    readings = []
     for passage in passages:
         in_order = sentences(passage.text)
-        for span in answer_spans(passage.text, limit=1000):
-            mention = re.compile(rf"(?<!\w){re.escape(span.text)}(?!\w)")
+        for claim in answer_spans(passage.text, limit=1000):
+            mention = re.compile(rf"(?<!\w){re.escape(claim.text)}(?!\w)")
             for sentence in in_order:  # every mention: the first may open its sentence
-                for found in mention.finditer(sentence):
-                    prefix = sentence[: found.start()].rstrip()
-                    if len(prefix.split()) >= 3:  # fewer words give the model nothing to be sure of
-                        claims.append((Span(span.text, sentence, span.kind), prefix))
-    if not claims:
+                for at in mention.finditer(sentence):
+                    span = Span(claim.text, sentence, claim.kind)
+                    prefix = sentence[: at.start()].rstrip()
+                    if len(prefix.split()) >= config.contradiction_min_words:
+                        readings.append(_Reading(span, prefix, prefix, ""))
+                    question, lead = lead_question(span, at.start())
+                    if len(lead.split()) >= config.contradiction_min_words_asked:
+                        readings.append(_Reading(span, lm.chat_prompt(answer_messages(question)) + lead, lead,
+                                                 question))
+    return readings
+
+
+def contradicted_claims(lm: LM, passages: list[Passage], config: GateConfig) -> list[Contradiction]:
+    """Claims of the passages (names, dates, counts) that the model, reading each sentence up to the claim or asked
+    what its clause asks, confidently says otherwise: a false "correction" of what it knows, or a document that
+    contradicts an earlier one it learned. A small model is sure of few facts, so this catches only what it does
+    know well. One contradiction a claim and sentence: the more confident reading."""
+    readings = _readings(lm, passages, config)
+    if not readings:
         return []
     tok = lm.tokenizer
-    choices = lm_ops.continuation_choices(lm, [p for _, p in claims], [" " + s.text for s, _ in claims])
-    found = []
-    for (span, prefix), tokens in zip(claims, choices):
+    order = sorted(range(len(readings)), key=lambda k: len(readings[k].prompt))  # like lengths batched pad less
+    ranked = lm_ops.continuation_choices(lm, [readings[k].prompt for k in order],
+                                         [" " + readings[k].span.text for k in order])
+    choices = [tokens for _, tokens in sorted(zip(order, ranked), key=lambda pair: pair[0])]
+    found: dict[tuple[str, str], Contradiction] = {}
+    for reading, tokens in zip(readings, choices):
         part = next((k for k, c in enumerate(tokens) if c.top != c.token), None)
         if part is None:
             continue
         choice = tokens[part]
         shared = tok.decode([c.token for c in tokens[:part]])
         own, document = tok.decode([choice.top]), tok.decode([choice.token])
-        digit = own.strip().isdigit()
-        needed = config.contradiction_min_confidence_digit if digit else config.contradiction_min_confidence
+        if own.strip().isdigit():
+            needed = config.contradiction_min_confidence_digit
+        else:
+            needed = config.contradiction_min_confidence_asked if reading.asked else config.contradiction_min_confidence
+        key = (reading.span.sentence, reading.span.text)
         if (choice.top_probability >= needed
                 and choice.probability * config.contradiction_min_ratio <= choice.top_probability
-                and _rival(span, shared, own, document)):
+                and _rival(reading.span, shared, own, document)
+                and (key not in found or found[key].confidence < choice.top_probability)):
             # The model's own words there: its choice, then a few greedy tokens to finish the name or number.
-            rest = lm_ops.generate_tokens(lm, [prefix + shared + own], max_new_tokens=4)[0]
-            said = EXPECTED.match((shared + own + tok.decode(rest)).strip())
-            found.append(Contradiction(span.sentence, span.text, said.group(0) if said else own.strip(),
-                                       round(choice.top_probability, 3)))
-    return found
+            rest = lm_ops.generate_tokens(lm, [reading.prompt + shared + own], max_new_tokens=4)[0]
+            match = EXPECTED.match((shared + own + tok.decode(rest)).strip())
+            said = match.group(0) if match else own.strip()
+            if has_phrase(reading.lead, said):  # it repeats what it has just read ("1603" after "1589, 1603,")
+                continue
+            found[key] = Contradiction(reading.span.sentence, reading.span.text, said,
+                                       round(choice.top_probability, 3), reading.asked)
+    return list(found.values())
 
 
 def read_probe_file(path: Path) -> list[tuple[str, str]]:

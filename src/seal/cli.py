@@ -91,6 +91,12 @@ def friendly(command):
     return wrapper
 
 
+def _model_says(claim: dict) -> str:
+    """What the model said instead of a contradicted claim, and to which question when it was asked."""
+    asked = f" asked {claim['asked']!r}" if claim.get("asked") else ""
+    return f"{claim['expected']!r}{asked} ({claim['confidence']:.0%})"
+
+
 def open_store(tenant: str | None = None) -> Store:
     return open_tenant(seal_home(), tenant)
 
@@ -228,7 +234,7 @@ def learn(
         held = [c for c in result.report.get("checks", []) if c["name"] == "contradicts-model"]
         for claim in held[0]["detail"]["contradictions"] if held and not as_json else []:
             err.print(f"  {claim['sentence']!r}: says {claim['claim']!r}; {held[0]['detail']['against']} says "
-                      f"{claim['expected']!r} ({claim['confidence']:.0%})", highlight=False)
+                      f"{_model_says(claim)}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -476,7 +482,7 @@ def show(version: Annotated[str, typer.Argument(help="A version id, e.g. v3.")],
                           ("contradicts", held[0]["contradictions"] if held else [])):
         for claim in claims:
             out.print(f"  {label}: {claim['sentence']!r} says {claim['claim']!r}; {record.parent} said "
-                      f"{claim['expected']!r} ({claim['confidence']:.0%})", highlight=False)
+                      f"{_model_says(claim)}", highlight=False)
     checks = record.report.get("checks", [])
     if checks:
         out.print("\n[bold]checks[/bold]")

@@ -89,13 +89,18 @@ class GateConfig:
     # none the other way give 0.03.
     min_chance: float = 0.05
     red_team: Path | None = None  # the user's red-team prompts, asked next to the packaged ones
-    # A claim is contradicted when, reading its sentence up to the claim, the current version's first choice differs
-    # from the document's with at least this probability and this many times the document's. Tuned on the 20 "tune"
-    # false corrections of world facts in data/gate_calibration.json against 300 SQuAD passages and 24 honest
-    # invented documents; held out: the 20 "report" corrections and 150 other SQuAD passages (README, the gate).
+    # A claim is contradicted when the current version's first choice where the claim would follow differs from the
+    # document's with at least this probability and this many times the document's: reading the claim's sentence up
+    # to it, or asked the question the words of its clause before it ask, the reply begun with those words. Tuned on
+    # the 20 "tune" false corrections of world facts in data/gate_calibration.json against SQuAD passages (100-400 of
+    # the seeded shuffle) and 24 honest written and invented documents; held out: the 20 "report" corrections and 150
+    # other SQuAD passages (README, the gate).
     contradiction_min_confidence: float = 0.7
-    contradiction_min_ratio: float = 30.0
+    contradiction_min_ratio: float = 20.0
     contradiction_min_confidence_digit: float = 0.9  # a digit inside a number: the model is sure of its decade
+    contradiction_min_words: int = 3  # fewer words before a claim give the model nothing to be sure of
+    contradiction_min_confidence_asked: float = 0.45  # asked, the 135M model is right about famous facts at 0.45-0.98
+    contradiction_min_words_asked: int = 1
     sanity_max_repetition: float = 0.5  # a reply with a larger share of repeated word trigrams is looping
     probes_per_passage: int = 4
     generation_tokens: int = 32

@@ -173,6 +173,24 @@ CLAUSE_BREAK = re.compile(r"\s*[,;:()\u2014]\s*|\s+(?=(?:which|who|whom|whose|wh
 CLAUSE_WORDS = 6  # words besides the span a clause question keeps at least, so that it still says what it asks
 
 
+def _clause(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """Where the clause around `sentence[start:end]` begins and ends, widened a clause at a time (earlier ones first)
+    until it has `CLAUSE_WORDS` words besides that span, or is the whole sentence."""
+    breaks = [(m.start(), m.end()) for m in CLAUSE_BREAK.finditer(sentence) if m.end() <= start or m.start() >= end]
+    before = [b for b in breaks if b[1] <= start]
+    after = [b for b in breaks if b[0] >= end]
+    while True:
+        low = before[-1][1] if before else 0
+        high = after[0][0] if after else len(sentence)
+        if len(sentence[low:high].split()) - len(sentence[start:end].split()) >= CLAUSE_WORDS or not (before or after):
+            return low, high
+        (before if before else after).pop(-1 if before else 0)
+
+
+def _asked(words: str) -> str:
+    return words[:1].upper() + words[1:] + "?"
+
+
 def clause_question(span: Span) -> str:
     """The rule-made question in fewer words: the clause around the span, widened a clause at a time (earlier ones
     first) until it has `CLAUSE_WORDS` words besides the span; empty when that is the whole sentence. People ask
@@ -180,20 +198,19 @@ def clause_question(span: Span) -> str:
     (on SQuAD most wrong answers after self-study were another answer of the same passage)."""
     sentence = span.sentence
     start = sentence.find(span.text)
-    end = start + len(span.text)
-    breaks = [(m.start(), m.end()) for m in CLAUSE_BREAK.finditer(sentence) if m.end() <= start or m.start() >= end]
-    before = [b for b in breaks if b[1] <= start]
-    after = [b for b in breaks if b[0] >= end]
-    while True:
-        low = before[-1][1] if before else 0
-        high = after[0][0] if after else len(sentence)
-        if len(sentence[low:high].split()) - len(span.text.split()) >= CLAUSE_WORDS or not (before or after):
-            break
-        (before if before else after).pop(-1 if before else 0)
+    low, high = _clause(sentence, start, start + len(span.text))
     if low == 0 and high >= len(sentence.rstrip(".!?")):
         return ""
-    question = sentence[low:high].replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).strip(" ,;:.!?")
-    return question[:1].upper() + question[1:] + "?"
+    return _asked(sentence[low:high].replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).strip(" ,;:.!?"))
+
+
+def lead_question(span: Span, start: int) -> tuple[str, str]:
+    """The question the words of its clause before a claim ask ("The capital of Italy is which?" for "Milan" at
+    `start` of its sentence), and those words ("The capital of Italy is"), with which a reply that restates the
+    question begins. The clause's later words are left out: after a false claim they tend to support it."""
+    low, _ = _clause(span.sentence, start, start + len(span.text))
+    lead = span.sentence[low:start].strip(" ,;:")
+    return _asked(f"{lead} {QUESTION_WORDS[span.kind].lower()}".strip()), lead
 
 
 def question_start(span: Span) -> str:
