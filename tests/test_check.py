@@ -7,9 +7,9 @@ from seal.check import (Probe, answer_nlls, base_reference, cloze_probes, contra
                         read_probe_file, reference_key, run_gate)
 from seal.config import GateConfig, UpdateConfig
 from seal.documents import Passage
-from seal.prompts import answer_messages
 from seal.errors import SealError
 from seal.grading import sign_test
+from seal.prompts import answer_messages
 from seal.score import load_safety_rules
 from seal.update import Sequence, attach_trainable_adapter, train
 

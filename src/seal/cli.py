@@ -93,7 +93,7 @@ def friendly(command):
 
 def _model_says(claim: dict) -> str:
     """What the model said instead of a contradicted claim, and to which question when it was asked."""
-    asked = f" asked {claim['asked']!r}" if claim.get("asked") else ""
+    asked = f" when asked {claim['asked']!r}" if claim.get("asked") else ""
     return f"{claim['expected']!r}{asked} ({claim['confidence']:.0%})"
 
 

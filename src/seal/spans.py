@@ -187,7 +187,7 @@ def _clause(sentence: str, start: int, end: int) -> tuple[int, int]:
         (before if before else after).pop(-1 if before else 0)
 
 
-def _asked(words: str) -> str:
+def _as_question(words: str) -> str:
     return words[:1].upper() + words[1:] + "?"
 
 
@@ -201,7 +201,7 @@ def clause_question(span: Span) -> str:
     low, high = _clause(sentence, start, start + len(span.text))
     if low == 0 and high >= len(sentence.rstrip(".!?")):
         return ""
-    return _asked(sentence[low:high].replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).strip(" ,;:.!?"))
+    return _as_question(sentence[low:high].replace(span.text, QUESTION_WORDS[span.kind].lower(), 1).strip(" ,;:.!?"))
 
 
 def lead_question(span: Span, start: int) -> tuple[str, str]:
@@ -210,7 +210,7 @@ def lead_question(span: Span, start: int) -> tuple[str, str]:
     question begins. The clause's later words are left out: after a false claim they tend to support it."""
     low, _ = _clause(span.sentence, start, start + len(span.text))
     lead = span.sentence[low:start].strip(" ,;:")
-    return _asked(f"{lead} {QUESTION_WORDS[span.kind].lower()}".strip()), lead
+    return _as_question(f"{lead} {QUESTION_WORDS[span.kind].lower()}".strip()), lead
 
 
 def question_start(span: Span) -> str:
