@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerBase,
+                          TextIteratorStreamer)
 
 from seal.config import EMBEDDED
 from seal.errors import SealError
@@ -243,29 +244,52 @@ def stream(lm: LM, prompt: str, max_new_tokens: int = 256) -> Iterator[str]:
         raise SealError(f"generation failed: {failure[0]}")
 
 
+SHARED_MIN = 16  # first tokens all prompts of a batch must share before they are read once for the whole batch
+
+
+def _shared_start(rows: list[list[int]]) -> int:
+    """How many first tokens every row has in common."""
+    for k in range(min(len(r) for r in rows)):
+        if any(r[k] != rows[0][k] for r in rows):
+            return k
+    return min(len(r) for r in rows)
+
+
 def _teacher_forced(
     lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """For each (prompt, continuation): the logits that predict the continuation's tokens, and those tokens."""
+    """For each (prompt, continuation): the logits that predict the continuation's tokens, and those tokens. The
+    first tokens all prompts of a batch share (a chat template and an instruction, say) are read once and their keys
+    and values given to every row, when every row goes through the same adapter."""
     tok = lm.tokenizer
     for start in range(0, len(prompts), batch_size):
-        ids, targets = [], []
         batch = prompts[start : start + batch_size]
-        for prompt, cont in zip(batch, continuations[start : start + batch_size]):
-            p = tok(prompt, add_special_tokens=False)["input_ids"]
-            c = cont if isinstance(cont, list) else tok(cont, add_special_tokens=False)["input_ids"]
-            ids.append(p + c)
-            targets.append((len(p), len(c)))
+        heads = [tok(prompt, add_special_tokens=False)["input_ids"] for prompt in batch]
+        tails = [cont if isinstance(cont, list) else tok(cont, add_special_tokens=False)["input_ids"]
+                 for cont in continuations[start : start + batch_size]]
+        routed = lm.routed(batch)
+        one_adapter = len(set(routed.get("adapter_names", [""]))) == 1
+        shared = min(_shared_start(heads), min(len(h) for h in heads) - 1) if one_adapter else 0
+        shared = shared if shared >= SHARED_MIN else 0  # each row still reads its own last prompt token
+        cached = {}
+        if shared:
+            cache = DynamicCache()
+            lm.model(input_ids=torch.tensor([heads[0][:shared]], device=lm.device), cache=cache, use_cache=True,
+                     **{key: names[:1] for key, names in routed.items()})
+            cache.batch_repeat_interleave(len(batch))
+            cached = {"cache": cache}
+        ids = [head[shared:] + tail for head, tail in zip(heads, tails)]
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        mask = torch.zeros((len(ids), shared + width), dtype=torch.long)
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        logits = lm.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device),
-                          **lm.routed(batch)).logits.float()
-        for row, (p_len, c_len) in enumerate(targets):
-            yield logits[row, p_len - 1 : p_len - 1 + c_len], input_ids[row, p_len : p_len + c_len].to(lm.device)
+            mask[row, : shared + len(seq)] = 1
+        logits = lm.model(input_ids=input_ids.to(lm.device), attention_mask=mask.to(lm.device), **routed,
+                          **cached).logits.float()
+        for row, (head, tail) in enumerate(zip(heads, tails)):
+            read = len(head) - shared
+            yield logits[row, read - 1 : read - 1 + len(tail)], input_ids[row, read : read + len(tail)].to(lm.device)
 
 
 @torch.inference_mode()
