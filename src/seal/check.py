@@ -182,7 +182,7 @@ def contradicted_claims(lm: LM, passages: list[Passage], config: GateConfig) -> 
     tok = lm.tokenizer
     order = sorted(range(len(readings)), key=lambda k: len(readings[k].prompt))  # like lengths batched pad less
     ranked = lm_ops.continuation_choices(lm, [readings[k].prompt for k in order],
-                                         [" " + readings[k].span.text for k in order])
+                                         [" " + readings[k].span.text for k in order], share_prefix=True)
     choices = [tokens for _, tokens in sorted(zip(order, ranked), key=lambda pair: pair[0])]
     found: dict[tuple[str, str], Contradiction] = {}
     for reading, tokens in zip(readings, choices):

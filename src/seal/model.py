@@ -256,11 +256,13 @@ def _shared_start(rows: list[list[int]]) -> int:
 
 
 def _teacher_forced(
-    lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int
+    lm: LM, prompts: list[str], continuations: list[str] | list[list[int]], batch_size: int,
+    share_prefix: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """For each (prompt, continuation): the logits that predict the continuation's tokens, and those tokens. The
-    first tokens all prompts of a batch share (a chat template and an instruction, say) are read once and their keys
-    and values given to every row, when every row goes through the same adapter."""
+    """For each (prompt, continuation): the logits that predict the continuation's tokens, and those tokens. With
+    `share_prefix`, the first tokens all prompts of a batch share (a chat template and an instruction, say) are read
+    once and their keys and values given to every row, when `lm.routed` sends every row through one adapter; the
+    caller vouches that nothing else routes rows (the batched engine's slots do)."""
     tok = lm.tokenizer
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
@@ -269,7 +271,7 @@ def _teacher_forced(
                  for cont in continuations[start : start + batch_size]]
         routed = lm.routed(batch)
         one_adapter = len(set(routed.get("adapter_names", [""]))) == 1
-        shared = min(_shared_start(heads), min(len(h) for h in heads) - 1) if one_adapter else 0
+        shared = min(_shared_start(heads), min(len(h) for h in heads) - 1) if share_prefix and one_adapter else 0
         shared = shared if shared >= SHARED_MIN else 0  # each row still reads its own last prompt token
         cached = {}
         if shared:
@@ -317,11 +319,12 @@ class TokenChoice:
 
 
 @torch.inference_mode()
-def continuation_choices(lm: LM, prompts: list[str], continuations: list[str],
-                         batch_size: int = 16) -> list[list[TokenChoice]]:
-    """Teacher-forced, for every token of each continuation: its probability and the model's own first choice."""
+def continuation_choices(lm: LM, prompts: list[str], continuations: list[str], batch_size: int = 16,
+                         share_prefix: bool = False) -> list[list[TokenChoice]]:
+    """Teacher-forced, for every token of each continuation: its probability and the model's own first choice
+    (`share_prefix`: see `_teacher_forced`)."""
     results = []
-    for pred, gold in _teacher_forced(lm, prompts, continuations, batch_size):
+    for pred, gold in _teacher_forced(lm, prompts, continuations, batch_size, share_prefix):
         probs = pred.softmax(-1)
         top_probs, tops = probs.max(-1)
         results.append([TokenChoice(int(g), float(probs[k, g]), int(t), float(tp))
