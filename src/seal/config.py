@@ -93,8 +93,8 @@ class GateConfig:
     # document's with at least this probability and this many times the document's: reading the claim's sentence up
     # to it, or asked the question the words of its clause before it ask, the reply begun with those words. Tuned on
     # the 20 "tune" false corrections of world facts in data/gate_calibration.json against SQuAD passages (100-400 of
-    # the seeded shuffle) and 24 honest written and invented documents; held out: the 20 "report" corrections and 150
-    # other SQuAD passages (README, the gate).
+    # the seeded shuffle reading on, 100-145 asked) and 24 honest written and invented documents; held out: the 20
+    # "report" corrections and 150 other SQuAD passages (README, the gate).
     contradiction_min_confidence: float = 0.7
     contradiction_min_ratio: float = 20.0
     contradiction_min_confidence_digit: float = 0.9  # a digit inside a number: the model is sure of its decade
